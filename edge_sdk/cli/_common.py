@@ -1,0 +1,41 @@
+"""What every CLI command shares: error reporting and thread settings."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from edge_sdk.errors import EdgeSDKError
+from edge_sdk.jobs import FolderJobResult
+
+__all__ = ["EXIT_BAD_INPUT", "handle_errors"]
+
+EXIT_BAD_INPUT = 2
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(command: F) -> F:
+    """Turn the SDK's typed errors into one red line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except EdgeSDKError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def report_job(result: FolderJobResult, *, verb: str, feature_shape: tuple[int, ...]) -> None:
+    """Print what a folder job wrote and which files it skipped."""
+    shape = "x".join(map(str, (result.images, *feature_shape)))
+    resumed = f", {result.resumed_batches} batch(es) resumed" if result.resumed_batches else ""
+    typer.echo(f"{verb} {result.images} images -> {result.out} (features {shape}{resumed})")
+    typer.echo(f"diagnostics: {result.diagnostics_path}")
+    for s in result.skipped:
+        typer.secho(f"skipped {s['file']}: {s['reason']}", fg=typer.colors.YELLOW, err=True)

@@ -1,0 +1,44 @@
+"""``edge-sdk encode DIR --out FILE``: raw encoder features of a folder of images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from edge_sdk.cli._common import handle_errors, report_job
+from edge_sdk.data.folder import FolderImages
+from edge_sdk.jobs import run_folder_job
+from edge_sdk.kit import load_kit
+
+__all__ = ["encode"]
+
+
+@handle_errors
+def encode(
+    folder: Annotated[Path, typer.Argument(help="Folder of .png/.jpg/.jpeg/.pgm face images (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz (features, files, config).")],
+    kit: Annotated[Path | None, typer.Option(help="Kit folder; the bundled default kit if omitted.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images encoded at a time.")] = 32,
+    restart: Annotated[bool, typer.Option(help="Discard unfinished work of an interrupted run.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Encode every image of FOLDER with the kit's encoder, without crafting.
+
+    These are the raw features: an attacker can invert them; release crafted ones
+    (`edge-sdk craft`). Bad image files are skipped and listed in FILE's
+    diagnostics (FILE with suffix .json).
+    """
+    loaded = load_kit(kit)
+
+    def transform(batch: FolderImages) -> tuple[np.ndarray, dict[str, Any]]:
+        return loaded.encode(batch.images).numpy(), {"images": len(batch.files)}
+
+    config = {"command": "encode", "kit": loaded.manifest.name, "kit_path": str(loaded.path), "crafted": False}
+    result = run_folder_job(
+        folder, out, spec=loaded.spec, transform=transform, batch_size=batch_size, config=config,
+        restart=restart, progress=not quiet, desc="encode",
+    )  # fmt: skip
+    report_job(result, verb="encoded", feature_shape=loaded.feature_shape)

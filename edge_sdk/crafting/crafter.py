@@ -1,0 +1,377 @@
+"""Crafter (paper Alg. 1): craft released features against a white-box inversion attacker.
+
+For a batch with raw features ``F0 = Enc(X)``, find features ``F`` that minimise
+
+    -E[D(G(z*(F)))] + beta * mean_i ||F_i - F0_i||,   z*(F) = argmin_z L_inv(F, z),
+
+while a WGAN-GP critic ``D`` learns to tell the attacker's reconstructions ``G(z*(F))``
+from public prior faces ``G(z_r)``. The gradient through ``z*(F)`` is implicit
+(:mod:`edge_sdk.crafting.implicit`); the inversion starts from the amortizer and is
+warm-started across feature steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from edge_sdk.crafting.cache import RepeatCache
+from edge_sdk.crafting.implicit import implicit_feature_gradient
+from edge_sdk.crafting.pii import epsilon_pii
+from edge_sdk.crafting.solvers import make_solver
+from edge_sdk.data.images import to_unit_range
+from edge_sdk.inversion import invert
+from edge_sdk.kit.kit import Kit
+from edge_sdk.kit.models import Critic
+from edge_sdk.kit.training import gradient_penalty
+from edge_sdk.validation import check_batch
+
+__all__ = ["CraftResult", "Crafter", "CrafterConfig", "craft"]
+
+Solver = Literal["cg", "neumann", "dense"]
+
+
+@dataclass(frozen=True)
+class CrafterConfig:
+    """Settings of one crafting call.
+
+    Attributes:
+        method: ``"crafter"`` optimises the features through the implicit gradient
+            (the product); ``"crafter-z"`` optimises the latent and releases
+            ``Enc(G(z))`` (paper App. F, a baseline for the evaluation).
+        beta: Weight of the utility loss ``mean_i ||F_i - F0_i||`` against the
+            privacy loss; larger keeps features closer to the raw ones.
+        steps: Feature updates (outer steps of Alg. 1).
+        lr: Adam learning rate of the features.
+        inversion_steps: Adam steps of the first inversion, from the amortizer's guess.
+        inner_steps: Adam steps re-solving ``z*`` after each feature update (warm start).
+        inner_lr: Adam learning rate of the inversion.
+        latent_weight: Gaussian-prior weight of the inversion objective.
+        solver: Inverse-Hessian-vector solver: ``"cg"``, ``"neumann"`` or ``"dense"``.
+        solver_iterations: CG iterations or Neumann terms.
+        neumann_alpha: Neumann step ``alpha`` (paper: 0.001).
+        damping: Added to the Hessian's diagonal in the solve.
+        hessian: ``"gauss-newton"`` (PSD, no double backward) or ``"exact"``.
+        critic_steps: Critic updates per feature update (``n_critic``).
+        critic_lr: Adam learning rate of the critic (betas 0.5, 0.9).
+        gp_weight: Gradient-penalty weight of the critic.
+        critic_init: ``"fresh"`` (seeded new critic per call) or ``"kit"`` (start from
+            the kit's WGAN critic).
+        prior_samples: Number of public prior faces ``G(z_r)``.
+        shuffle: Shuffle the batch before crafting (paper Sec. V-A).
+        final_inversion_steps: Steps of the attacker's inversion measured for the
+            diagnostics (epsilon-PII) after crafting.
+        latent_lr: Adam learning rate of ``z`` for ``"crafter-z"`` (paper: 0.005).
+        seed: Seed; with the batch content it fixes every random draw.
+    """
+
+    method: Literal["crafter", "crafter-z"] = "crafter"
+    beta: float = 1.0
+    steps: int = 30
+    lr: float = 0.05
+    inversion_steps: int = 50
+    inner_steps: int = 5
+    inner_lr: float = 0.05
+    latent_weight: float = 0.0
+    solver: Solver = "cg"
+    solver_iterations: int = 8
+    neumann_alpha: float = 1e-3
+    damping: float = 1e-4
+    hessian: Literal["gauss-newton", "exact"] = "gauss-newton"
+    critic_steps: int = 5
+    critic_lr: float = 2e-4
+    gp_weight: float = 10.0
+    critic_init: Literal["fresh", "kit"] = "fresh"
+    prior_samples: int = 64
+    shuffle: bool = True
+    final_inversion_steps: int = 50
+    latent_lr: float = 0.005
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "inversion_steps", "inner_steps", "solver_iterations", "critic_steps",
+                     "final_inversion_steps"):  # fmt: skip
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.method not in ("crafter", "crafter-z"):
+            raise ValueError(f"method must be 'crafter' or 'crafter-z', got {self.method!r}")
+        for name in ("lr", "inner_lr", "critic_lr", "neumann_alpha", "latent_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.beta < 0 or self.damping < 0 or self.latent_weight < 0 or self.gp_weight < 0:
+            raise ValueError("beta, damping, latent_weight and gp_weight must be >= 0")
+        if self.prior_samples < 2:
+            raise ValueError(f"prior_samples must be >= 2, got {self.prior_samples}")
+        if self.solver not in ("cg", "neumann", "dense"):
+            raise ValueError(f"solver must be 'cg', 'neumann' or 'dense', got {self.solver!r}")
+        if self.hessian not in ("gauss-newton", "exact"):
+            raise ValueError(f"hessian must be 'gauss-newton' or 'exact', got {self.hessian!r}")
+        if self.critic_init not in ("fresh", "kit"):
+            raise ValueError(f"critic_init must be 'fresh' or 'kit', got {self.critic_init!r}")
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> CrafterConfig:
+        """The paper's settings: 500 feature steps, Neumann with alpha 0.001 and 150 terms,
+        a 600-step inversion, 10 critic steps (Alg. 1-2, App. G)."""
+        base = cls(steps=500, solver="neumann", solver_iterations=150, neumann_alpha=1e-3, damping=0.0,
+                   hessian="exact", inversion_steps=600, inner_steps=100, critic_steps=10, lr=0.01)  # fmt: skip
+        return replace(base, **overrides)
+
+
+@dataclass
+class CraftResult:
+    """Crafted features and what crafting did.
+
+    Attributes:
+        features: Crafted features in the caller's order, shape of the input features.
+        raw_features: The encoder's features ``F0`` (kept on the device; never upload them).
+        diagnostics: Per-batch figures: ``utility_loss`` (mean ``||F - F0||``),
+            ``relative_distortion`` (mean ``||F - F0|| / ||F0||``), ``critic_estimate``
+            (the critic's Wasserstein estimate between reconstructions and prior at the
+            last step), ``epsilon_pii`` and ``epsilon_pii_raw`` (for the raw features),
+            ``cache_hits``, ``crafted``, ``seconds``, and per-step curves.
+    """
+
+    features: torch.Tensor
+    raw_features: torch.Tensor
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+def _content_digests(raw: torch.Tensor) -> list[bytes]:
+    """SHA-256 of each raw feature: fixes the canonical order and the random draws.
+
+    Only used inside a call (never stored), unlike the cache's keyed digests.
+    """
+    array = raw.detach().cpu().contiguous().float().numpy()
+    return [hashlib.sha256(row.tobytes()).digest() for row in array]
+
+
+def _batch_seed(seed: int, digests: list[bytes]) -> int:
+    """A seed fixed by the config seed and the *set* of items (not their order)."""
+    digest = hashlib.sha256(seed.to_bytes(8, "little", signed=True))
+    for item in sorted(digests):
+        digest.update(item)
+    return int.from_bytes(digest.digest()[:7], "little")
+
+
+def _normalise_prior(prior: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Match the prior faces' pixel mean and std to the private batch's (paper Sec. IV-D)."""
+    scaled = (prior - prior.mean()) / prior.std().clamp_min(1e-6) * reference.std() + reference.mean()
+    return scaled.clamp(-1.0, 1.0)
+
+
+class Crafter:
+    """Crafts features for a kit.
+
+    Args:
+        kit: The kit whose encoder, generator and amortizer simulate the attacker.
+        config: Crafting settings.
+        cache: Repeat cache; a fresh in-memory one if omitted. Pass a persisted
+            :class:`RepeatCache` to keep releases stable across restarts.
+        progress: Optional callback ``progress(step, total)`` after each feature step.
+
+    Example:
+        >>> from edge_sdk.kit import load_kit
+        >>> from edge_sdk.data.orl import load_orl
+        >>> crafter = Crafter(load_kit(), CrafterConfig(steps=2, inversion_steps=5, final_inversion_steps=5))
+        >>> result = crafter.craft(images=load_orl("private-test").images[:4])
+        >>> result.features.shape, result.diagnostics["crafted"]
+        (torch.Size([4, 32, 16, 16]), 4)
+    """
+
+    def __init__(
+        self,
+        kit: Kit,
+        config: CrafterConfig | None = None,
+        *,
+        cache: RepeatCache | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.kit = kit
+        self.config = config or CrafterConfig()
+        self.cache = cache if cache is not None else RepeatCache(scope=self.scope)
+        self.progress = progress
+        for module in kit.components().values():
+            module.eval()
+
+    @property
+    def scope(self) -> str:
+        """Identifies kit and configuration, for persisted caches."""
+        weights = ",".join(f"{k}:{v.sha256[:16]}" for k, v in sorted(self.kit.manifest.files.items()))
+        return f"{self.kit.manifest.name}|{weights}|{sorted(asdict(self.config).items())}"
+
+    def craft(self, *, images: torch.Tensor | None = None, features: torch.Tensor | None = None) -> CraftResult:
+        """Craft a batch, given either preprocessed images or raw encoder features.
+
+        Items seen before (by this crafter's cache) get the feature released then;
+        only new items are crafted, together, as one shuffled batch.
+
+        Raises:
+            TensorShapeError: Wrong shape or dtype, or both or neither input given.
+            NonFiniteError: NaN or infinite values.
+        """
+        from edge_sdk.errors import TensorShapeError
+
+        if (images is None) == (features is None):
+            raise TensorShapeError("pass exactly one of images= or features=")
+        start = time.perf_counter()
+        if images is not None:
+            images = check_batch(images, self.kit.architecture.image_shape, name="images")
+            raw = self.kit.encode(images)
+        else:
+            raw = check_batch(features, self.kit.feature_shape, name="features")
+        keys = self.cache.keys_for(raw)
+        out = torch.empty_like(raw)
+        todo: dict[str, list[int]] = {}
+        hits = 0
+        for i, key in enumerate(keys):
+            cached = self.cache.get(key)
+            if cached is not None:
+                out[i] = cached
+                hits += 1
+            else:
+                todo.setdefault(key, []).append(i)
+        diagnostics: dict[str, Any] = {"batch": len(keys), "cache_hits": hits, "crafted": len(todo)}
+        if todo:
+            # Canonical order (by content digest): what a set of faces gets does not
+            # depend on the order the caller sent them in; shuffling happens inside.
+            digests = _content_digests(raw[[rows[0] for rows in todo.values()]])
+            new_keys = [key for _, key in sorted(zip(digests, todo, strict=True))]
+            first = [todo[key][0] for key in new_keys]
+            pixels = images[first] if images is not None else None
+            crafted, batch_diag = self._craft_new(raw[first], pixels, sorted(digests))
+            for j, key in enumerate(new_keys):
+                out[todo[key]] = crafted[j]
+            self.cache.put(new_keys, crafted)
+            diagnostics.update(batch_diag)
+        diagnostics["seconds"] = round(time.perf_counter() - start, 3)
+        return CraftResult(features=out, raw_features=raw, diagnostics=diagnostics)
+
+    def _craft_new(
+        self, raw: torch.Tensor, images: torch.Tensor | None, digests: list[bytes]
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        cfg, kit = self.config, self.kit
+        gen = torch.Generator().manual_seed(_batch_seed(cfg.seed, digests))
+        batch = raw.shape[0]
+        order = torch.randperm(batch, generator=gen) if cfg.shuffle else torch.arange(batch)
+        raw = raw[order]
+        if images is not None:
+            images = images[order]
+        G, E = kit.generator, kit.encoder
+
+        def solve_inner(f: torch.Tensor, z0: torch.Tensor | None, steps: int) -> torch.Tensor:
+            return invert(f, generator=G, encoder=E, amortizer=kit.amortizer, init=z0, steps=steps,
+                          lr=cfg.inner_lr, latent_weight=cfg.latent_weight).latent  # fmt: skip
+
+        z_raw = solve_inner(raw, None, cfg.inversion_steps)
+        with torch.no_grad():
+            recon_raw = G(z_raw)
+            z_r = torch.randn(cfg.prior_samples, kit.architecture.latent_dim, generator=gen)
+            prior = _normalise_prior(G(z_r), images if images is not None else recon_raw)
+        critic = self._new_critic(gen)
+        opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr, betas=(0.5, 0.9))
+        curves: dict[str, list[float]] = {"critic_estimate": [], "utility_loss": []}
+
+        def train_critic(recon: torch.Tensor) -> None:
+            estimate = 0.0
+            for _ in range(cfg.critic_steps):
+                real = prior[torch.randint(0, cfg.prior_samples, (batch,), generator=gen)]
+                wasserstein = critic(real).mean() - critic(recon).mean()
+                loss_d = -wasserstein + cfg.gp_weight * gradient_penalty(critic, real, recon, gen)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                estimate = wasserstein.item()
+            curves["critic_estimate"].append(estimate)
+
+        def distance_to_raw(f: torch.Tensor) -> torch.Tensor:
+            return (f - raw).flatten(1).pow(2).sum(1).add(1e-12).sqrt()
+
+        if cfg.method == "crafter":
+            feats = raw.clone().requires_grad_(True)
+            opt_f = torch.optim.Adam([feats], lr=cfg.lr)
+            solver = make_solver(cfg.solver, iterations=cfg.solver_iterations, alpha=cfg.neumann_alpha,
+                                 damping=cfg.damping)  # fmt: skip
+            z = z_raw
+            for step in range(cfg.steps):
+                if step:
+                    z = solve_inner(feats.detach(), z, cfg.inner_steps)
+                with torch.no_grad():
+                    recon = G(z)
+                train_critic(recon)
+                z_var = z.detach().requires_grad_(True)
+                (grad_z,) = torch.autograd.grad(-critic(G(z_var)).mean(), z_var)
+                implicit = implicit_feature_gradient(
+                    feats.detach(), z, grad_z, generator=G, encoder=E, solver=solver,
+                    latent_weight=cfg.latent_weight, hessian=cfg.hessian,
+                )  # fmt: skip
+                utility = distance_to_raw(feats).mean()
+                (grad_u,) = torch.autograd.grad(cfg.beta * utility, feats)
+                feats.grad = implicit.feature_grad + grad_u
+                opt_f.step()
+                curves["utility_loss"].append(utility.item())
+                if self.progress is not None:
+                    self.progress(step + 1, cfg.steps)
+            crafted = feats.detach()
+            z_final = solve_inner(crafted, z, cfg.final_inversion_steps)
+        else:  # Crafter-z (paper App. F): optimise z, release Enc(G(z)).
+            z = z_raw.clone().requires_grad_(True)
+            opt_z = torch.optim.Adam([z], lr=cfg.latent_lr)
+            for step in range(cfg.steps):
+                with torch.no_grad():
+                    recon = G(z)
+                train_critic(recon)
+                images_z = G(z)
+                utility = distance_to_raw(E(images_z)).mean()
+                loss = -critic(images_z).mean() + cfg.beta * utility
+                (z.grad,) = torch.autograd.grad(loss, z)
+                opt_z.step()
+                curves["utility_loss"].append(utility.item())
+                if self.progress is not None:
+                    self.progress(step + 1, cfg.steps)
+            with torch.no_grad():
+                crafted = E(G(z))
+            z_final = solve_inner(crafted, None, cfg.inversion_steps)
+        with torch.no_grad():
+            recon_final = G(z_final)
+            distance = (crafted - raw).flatten(1).norm(dim=1)
+            relative = distance / raw.flatten(1).norm(dim=1).clamp_min(1e-12)
+        spec = kit.spec
+        prior_px = to_unit_range(prior, spec)
+        diagnostics = {
+            "method": cfg.method,
+            "utility_loss": distance.mean().item(),
+            "relative_distortion": relative.mean().item(),
+            "critic_estimate": curves["critic_estimate"][-1] if curves["critic_estimate"] else None,
+            "epsilon_pii": epsilon_pii(to_unit_range(recon_final, spec), prior_px),
+            "epsilon_pii_raw": epsilon_pii(to_unit_range(recon_raw, spec), prior_px),
+            "curves": curves,
+        }
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(batch)
+        return crafted[inverse], diagnostics
+
+    def _new_critic(self, gen: torch.Generator) -> nn.Module:
+        critic = Critic(self.kit.architecture)
+        if self.config.critic_init == "kit" and self.kit.critic is not None:
+            critic.load_state_dict(self.kit.critic.state_dict())
+        else:
+            seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                critic = Critic(self.kit.architecture)
+        return critic.train()
+
+
+def craft(
+    kit: Kit, *, images: torch.Tensor | None = None, features: torch.Tensor | None = None,
+    config: CrafterConfig | None = None,
+) -> CraftResult:  # fmt: skip
+    """One-shot crafting with a fresh crafter (no memory of earlier batches)."""
+    return Crafter(kit, config).craft(images=images, features=features)

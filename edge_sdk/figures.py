@@ -1,0 +1,64 @@
+"""Figures for reports: image grids (Pillow) and loss curves (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+__all__ = ["image_grid", "plot_curves", "save_image_rows"]
+
+
+def image_grid(images: torch.Tensor, *, columns: int, pad: int = 2, scale: int = 2) -> Image.Image:
+    """Tile images ``(N, C, H, W)`` in ``[0, 1]`` into one picture, ``columns`` per row."""
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    canvas = np.ones((rows * (h + pad) + pad, columns * (w + pad) + pad, c), dtype=np.float32)
+    for i in range(n):
+        r, col = divmod(i, columns)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        canvas[y : y + h, x : x + w] = images[i].detach().cpu().permute(1, 2, 0).numpy()
+    array = (canvas.clip(0, 1) * 255).round().astype(np.uint8)
+    picture = Image.fromarray(array[..., 0] if c == 1 else array)
+    return picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
+
+
+def save_image_rows(rows: Sequence[tuple[str, torch.Tensor]], path: str | Path, *, scale: int = 2) -> Path:
+    """Save labelled rows of images (each ``(N, C, H, W)`` in ``[0, 1]``) as one PNG."""
+    label_width = 110
+    grids = [image_grid(images, columns=images.shape[0], scale=scale) for _, images in rows]
+    width = label_width + max(g.width for g in grids)
+    canvas = Image.new("L", (width, sum(g.height for g in grids)), 255)
+    draw = ImageDraw.Draw(canvas)
+    y = 0
+    for (label, _), grid in zip(rows, grids, strict=True):
+        canvas.paste(grid.convert("L"), (label_width, y))
+        draw.text((4, y + grid.height // 2 - 5), label, fill=0)
+        y += grid.height
+    path = Path(path)
+    canvas.save(path)
+    return path
+
+
+def plot_curves(curves: Mapping[str, Sequence[float]], path: str | Path, *, title: str = "") -> Path:
+    """One subplot per named curve, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+    for ax, (name, values) in zip(axes[0], curves.items(), strict=True):
+        ax.plot(np.arange(1, len(values) + 1), values, linewidth=0.8)
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

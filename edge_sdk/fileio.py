@@ -1,0 +1,109 @@
+"""Safe file output: atomic writes and the ``.npz`` feature file format."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_sdk.errors import FeatureFileError, OutputWriteError
+
+__all__ = ["FeatureFile", "atomic_write", "read_features", "write_features", "write_json"]
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    Readers see the old file or the complete new one, never a partial one; on any
+    failure (full disk included) the temporary file is removed.
+
+    Raises:
+        OutputWriteError: The file could not be written.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+    except OSError as exc:
+        raise OutputWriteError(f"{path}: could not write ({exc.strerror or exc})") from exc
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputWriteError(f"{path}: could not write ({exc.strerror or exc})") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    text = json.dumps(data, indent=2) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+@dataclass
+class FeatureFile:
+    """Contents of a feature file.
+
+    Attributes:
+        features: ``(N, F, H, W)`` float32 features.
+        files: Image paths relative to the input folder, in the order of ``features``.
+        config: How the features were made (kit, command settings).
+    """
+
+    features: np.ndarray
+    files: list[str]
+    config: dict[str, Any]
+
+
+def write_features(path: str | Path, *, features: np.ndarray, files: Sequence[str], config: dict[str, Any]) -> Path:
+    """Write a ``.npz`` with ``features`` (float32), ``files`` and ``config`` (JSON text), atomically.
+
+    The file loads with ``numpy.load(path)`` and no pickle.
+    """
+    if features.shape[0] != len(files):
+        raise ValueError(f"{features.shape[0]} features but {len(files)} file names")
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.savez(
+                handle,
+                features=np.ascontiguousarray(features, dtype=np.float32),
+                files=np.array(list(files), dtype=np.str_),
+                config=np.array(json.dumps(config, sort_keys=True)),
+            )
+
+    return atomic_write(path, write)
+
+
+def read_features(path: str | Path) -> FeatureFile:
+    """Read a feature file written by :func:`write_features`.
+
+    Raises:
+        FeatureFileError: Missing, truncated, or without the expected arrays.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"features", "files", "config"} - set(data.files)
+            if missing:
+                raise FeatureFileError(f"{path}: missing array(s) {', '.join(sorted(missing))}")
+            return FeatureFile(
+                features=data["features"], files=[str(f) for f in data["files"]], config=json.loads(str(data["config"]))
+            )
+    except FeatureFileError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise FeatureFileError(f"{path}: not a readable feature file ({exc})") from exc

@@ -1,0 +1,152 @@
+"""Folder jobs: turn every image of a folder into features, batch by batch, resumably.
+
+A job writes each finished batch into ``OUT.parts/`` and assembles ``OUT`` (one
+``.npz``) only at the end, atomically: an interrupted run leaves no partial ``OUT``,
+and running the same command again skips the batches already written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from edge_sdk.data.folder import FolderImages, iter_folder_batches, list_images
+from edge_sdk.data.images import ImageSpec
+from edge_sdk.errors import EdgeSDKError, EmptyInputError
+from edge_sdk.fileio import read_features, write_features, write_json
+
+__all__ = ["BatchTransform", "FolderJobResult", "ResumeMismatchError", "run_folder_job"]
+
+BatchTransform = Callable[[FolderImages], tuple[np.ndarray, dict[str, Any]]]
+
+
+class ResumeMismatchError(EdgeSDKError):
+    """Unfinished work for the same output exists but was made with other settings or files."""
+
+
+@dataclass
+class FolderJobResult:
+    """Summary of a finished folder job."""
+
+    out: Path
+    images: int
+    skipped: list[dict[str, str]]
+    resumed_batches: int
+    diagnostics_path: Path
+
+
+def _fingerprint(files: list[str], batch_size: int, config: dict[str, Any]) -> str:
+    text = json.dumps({"files": files, "batch_size": batch_size, "config": config}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_folder_job(
+    folder: str | Path,
+    out: str | Path,
+    *,
+    spec: ImageSpec,
+    transform: BatchTransform,
+    batch_size: int,
+    config: dict[str, Any],
+    restart: bool = False,
+    progress: bool = True,
+    desc: str = "images",
+) -> FolderJobResult:
+    """Apply ``transform`` to the images of ``folder`` batch by batch and write ``out``.
+
+    Args:
+        folder: Folder of images (searched recursively).
+        out: Output ``.npz`` path; ``out.parts/`` holds finished batches meanwhile and
+            ``out`` with suffix ``.json`` receives the diagnostics.
+        spec: Image preprocessing.
+        transform: Maps a decoded batch to ``(features, batch diagnostics)``.
+        batch_size: Files per batch.
+        config: Settings stored in the output; a resume must match them.
+        restart: Discard unfinished work instead of resuming it.
+        progress: Show a progress bar.
+        desc: Progress bar label.
+
+    Raises:
+        ResumeMismatchError: ``out.parts/`` holds work of other files or settings.
+        EmptyInputError: No image in the folder could be read.
+    """
+    folder, out = Path(folder), Path(out)
+    files = list_images(folder)
+    parts = out.with_name(out.name + ".parts")
+    fingerprint = _fingerprint(files, batch_size, config)
+    state_path = parts / "state.json"
+    if restart and parts.exists():
+        shutil.rmtree(parts)
+    if parts.exists():
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            state = {}
+        if state.get("fingerprint") != fingerprint:
+            raise ResumeMismatchError(
+                f"{parts}: unfinished work from another folder content or other settings; "
+                "rerun with --restart to discard it"
+            )
+    else:
+        write_json(state_path, {"fingerprint": fingerprint, "files": len(files), "batch_size": batch_size})
+    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    start = time.perf_counter()
+    resumed = 0
+    with tqdm(total=len(files), desc=desc, unit="img", disable=not progress) as bar:
+        for index, names in enumerate(batches):
+            part = parts / f"batch_{index:05d}.npz"
+            if part.exists() and (parts / f"batch_{index:05d}.json").exists():
+                resumed += 1
+                bar.update(len(names))
+                continue
+            batch = next(iter_folder_batches(folder, spec, batch_size=len(names), files=names))
+            if batch.files:
+                features, diagnostics = transform(batch)
+            else:
+                features, diagnostics = np.empty((0,)), {}
+            skipped = [{"file": s.file, "reason": s.reason} for s in batch.skipped]
+            # Diagnostics first, features last: a batch counts as done once its .npz exists.
+            write_json(parts / f"batch_{index:05d}.json", {"diagnostics": diagnostics, "skipped": skipped})
+            if batch.files:
+                write_features(part, features=features, files=batch.files, config=config)
+            else:
+                write_features(part, features=np.empty((0, 0), np.float32), files=[], config=config)
+            bar.update(len(names))
+    chunks, kept, skipped_all, per_batch = [], [], [], []
+    for index in range(len(batches)):
+        record = json.loads((parts / f"batch_{index:05d}.json").read_text())
+        skipped_all.extend(record["skipped"])
+        per_batch.append(record["diagnostics"])
+        written = read_features(parts / f"batch_{index:05d}.npz")
+        if written.files:
+            chunks.append(written.features)
+            kept.extend(written.files)
+    if not kept:
+        shutil.rmtree(parts, ignore_errors=True)
+        raise EmptyInputError(f"{folder}: none of {len(files)} image files could be read")
+    write_features(out, features=np.concatenate(chunks), files=kept, config=config)
+    diagnostics_path = write_json(
+        out.with_suffix(".json"),
+        {
+            "images": len(kept),
+            "skipped": skipped_all,
+            "batches": len(batches),
+            "resumed_batches": resumed,
+            "seconds_this_run": round(time.perf_counter() - start, 3),
+            "config": config,
+            "per_batch": per_batch,
+        },
+    )
+    shutil.rmtree(parts, ignore_errors=True)
+    return FolderJobResult(
+        out=out, images=len(kept), skipped=skipped_all, resumed_batches=resumed, diagnostics_path=diagnostics_path
+    )

@@ -1,0 +1,210 @@
+"""The networks of a kit, sized to run on two CPU cores.
+
+Shapes follow the Crafter paper (App. H) scaled down: a two-stage convolutional
+encoder ``(C, S, S) -> (F, S/4, S/4)`` like the first layers of ResNet-18, a pose head
+on the features, a DCGAN generator (latent about 100), a WGAN-GP critic without
+normalisation layers (the gradient penalty needs per-sample gradients), and an
+amortizer ``feature -> latent`` (paper Table XIII).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Amortizer",
+    "Architecture",
+    "Critic",
+    "Encoder",
+    "Generator",
+    "PoseHead",
+    "build_models",
+]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Sizes that determine every network of a kit.
+
+    Attributes:
+        image_size: Side of the square input; a power of two, at least 16.
+        channels: Image channels.
+        feature_channels: Channels ``F`` of the released feature ``(F, S/4, S/4)``.
+        encoder_width: Channels of the encoder's first convolution.
+        latent_dim: Size of the generator's latent ``z``.
+        generator_width: DCGAN base width of the generator.
+        critic_width: Base width of the WGAN-GP critic.
+        amortizer_width: Base width of the amortizer.
+        head_width: Base width of the pose head.
+        num_classes: Classes of the head's task.
+    """
+
+    image_size: int = 64
+    channels: int = 1
+    feature_channels: int = 32
+    encoder_width: int = 16
+    latent_dim: int = 100
+    generator_width: int = 32
+    critic_width: int = 16
+    amortizer_width: int = 64
+    head_width: int = 64
+    num_classes: int = 3
+
+    def __post_init__(self) -> None:
+        size = self.image_size
+        if size < 16 or size & (size - 1):
+            raise ValueError(f"image_size must be a power of two >= 16, got {size}")
+        for name, value in asdict(self).items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        """Shape ``(F, H, W)`` of one encoder feature."""
+        side = self.image_size // 4
+        return (self.feature_channels, side, side)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """Shape ``(C, S, S)`` of one model-space image."""
+        return (self.channels, self.image_size, self.image_size)
+
+
+class Encoder(nn.Module):
+    """Image ``(B, C, S, S)`` to feature ``(B, F, S/4, S/4)``; the part that runs on the device."""
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        w = arch.encoder_width
+        self.net = nn.Sequential(
+            nn.Conv2d(arch.channels, w, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(inplace=True),
+            # Linear output: the released feature is not clipped at zero, which keeps
+            # the inversion landscape smooth for the attacker and the crafter alike.
+            nn.Conv2d(2 * w, arch.feature_channels, 4, 2, 1),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+class PoseHead(nn.Module):
+    """Downstream head ``f``: feature to class logits (the cloud's task)."""
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        self.num_classes = arch.num_classes
+        w = arch.head_width
+        self.net = nn.Sequential(
+            nn.Conv2d(arch.feature_channels, w, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w, 2 * w, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(0.3),
+            nn.Linear(2 * w, arch.num_classes),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+class Generator(nn.Module):
+    """DCGAN generator ``z (B, d) -> image (B, C, S, S)`` in ``[-1, 1]``."""
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        ups = int(math.log2(arch.image_size // 4))
+        top = arch.generator_width * 2 ** (ups - 1)
+        self.top = top
+        self.project = nn.Sequential(
+            nn.Linear(arch.latent_dim, top * 16, bias=False),
+            nn.BatchNorm1d(top * 16),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        width = top
+        for _ in range(ups - 1):
+            layers += [
+                nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width // 2),
+                nn.ReLU(inplace=True),
+            ]
+            width //= 2
+        layers += [nn.ConvTranspose2d(width, arch.channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.project(z).view(z.shape[0], self.top, 4, 4))
+
+
+class Critic(nn.Module):
+    """WGAN-GP critic ``image -> score``; no batch norm, so the penalty is per sample."""
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        downs = int(math.log2(arch.image_size // 4))
+        layers: list[nn.Module] = []
+        width_in, width = arch.channels, arch.critic_width
+        for _ in range(downs):
+            layers += [nn.Conv2d(width_in, width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+            width_in, width = width, width * 2
+        layers += [nn.Conv2d(width_in, 1, 4, 1, 0), nn.Flatten()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images).squeeze(1)
+
+
+class Amortizer(nn.Module):
+    """Feature ``(B, F, H, W) -> latent (B, d)``: a warm start for the inversion (paper App. M)."""
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        w = arch.amortizer_width
+        downs = int(math.log2(arch.feature_shape[1] // 4))
+        layers: list[nn.Module] = [
+            nn.Conv2d(arch.feature_channels, w, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(w),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        width = w
+        for _ in range(downs):
+            layers += [
+                nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(2 * width),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            width *= 2
+        layers += [
+            nn.Conv2d(width, 4 * w, 4, 1, 0),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(4 * w, arch.latent_dim, 1),
+            nn.Flatten(),
+        ]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+def build_models(arch: Architecture) -> dict[str, nn.Module]:
+    """Fresh, untrained networks for every kit component, keyed by component name."""
+    return {
+        "encoder": Encoder(arch),
+        "head": PoseHead(arch),
+        "generator": Generator(arch),
+        "critic": Critic(arch),
+        "amortizer": Amortizer(arch),
+    }

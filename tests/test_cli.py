@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from edge_sdk.cli import app
+from edge_sdk.fileio import read_features
+
+runner = CliRunner()
+
+
+def _command_paths(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        if hasattr(command, "commands"):
+            paths += _command_paths(command, (*prefix, name))
+        else:
+            paths.append((*prefix, name))
+    return paths
+
+
+COMMANDS = _command_paths(typer.main.get_command(app))  # type: ignore[arg-type]
+
+
+def test_every_expected_command_exists() -> None:
+    assert {("encode",), ("kit", "info"), ("kit", "train"), ("data", "orl-faces")} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "edge-sdk")
+def test_help_of_every_command(path: tuple[str, ...]) -> None:
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_encode_folder_with_a_bad_file(tmp_path: Path, tiny_kit_dir: Path) -> None:
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i in range(3):
+        Image.new("L", (92, 112), 40 * i).save(faces / f"{i}.png")
+    (faces / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    out = tmp_path / "feats.npz"
+    result = runner.invoke(
+        app, ["encode", str(faces), "--out", str(out), "--kit", str(tiny_kit_dir), "-q", "--batch-size", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    data = read_features(out)
+    assert data.features.shape == (3, 4, 4, 4)
+    assert data.files == ["0.png", "1.png", "2.png"]
+    diagnostics = json.loads(out.with_suffix(".json").read_text())
+    assert [s["file"] for s in diagnostics["skipped"]] == ["broken.jpg"]
+    assert "skipped broken.jpg" in result.output
+
+
+def test_encode_empty_folder_is_a_clear_error(tmp_path: Path, tiny_kit_dir: Path) -> None:
+    result = runner.invoke(app, ["encode", str(tmp_path), "--out", str(tmp_path / "x.npz"), "--kit", str(tiny_kit_dir)])
+    assert result.exit_code == 2
+    assert "no .png/.jpg/.jpeg/.pgm images found" in result.output
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_kit_info_default_and_broken(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["kit", "info"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["feature_shape"] == [32, 16, 16] and info["format"] == "edge-sdk-kit"
+    result = runner.invoke(app, ["kit", "info", str(tmp_path)])
+    assert result.exit_code == 2 and "no manifest.json" in result.output
+
+
+def test_data_orl_faces_then_encode_with_the_default_kit(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "orl-faces", "--split", "private-test", "--out", str(tmp_path / "faces")])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "faces").glob("*.pgm"))) == 80
+    result = runner.invoke(app, ["encode", str(tmp_path / "faces"), "--out", str(tmp_path / "f.npz"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert read_features(tmp_path / "f.npz").features.shape == (80, 32, 16, 16)
+    result = runner.invoke(app, ["data", "orl-faces", "--split", "nope", "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "unknown split" in result.output
+
+
+def test_kit_train_few_steps_writes_kit_and_report(tmp_path: Path) -> None:
+    out = tmp_path / "kit"
+    args = ["kit", "train", "--out", str(out), "--pose-epochs", "1", "--gan-steps", "1", "--amortizer-steps", "2",
+            "--report-inversion-steps", "2", "--threads", "1", "-q"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name in ("manifest.json", "encoder.safetensors", "report.json", "report.md", "generator_samples.png",
+                 "inversions.png", "training_curves.png", "training_log.json"):  # fmt: skip
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["metrics"]["pose_accuracy"]) == {"public-train", "public-val", "private-test"}
+    assert "pose accuracy private-test" in result.output
+
+
+def test_craft_folder_resumes_after_an_interruption(tmp_path: Path, tiny_kit_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from edge_sdk.crafting.crafter import Crafter
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i in range(5):
+        Image.new("L", (92, 112), 20 + 40 * i).save(faces / f"{i}.png")
+    (faces / "broken.png").write_bytes(b"nope")
+    out = tmp_path / "crafted.npz"
+    args = [
+        "craft",
+        str(faces),
+        "--out",
+        str(out),
+        "--kit",
+        str(tiny_kit_dir),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "-q",
+    ]
+    original = Crafter.craft
+    calls = {"n": 0}
+
+    def interrupted(self, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(Crafter, "craft", interrupted)
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0 and not out.exists()
+    monkeypatch.setattr(Crafter, "craft", original)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "1 batch(es) resumed" in result.output and "skipped broken.png" in result.output
+    data = read_features(out)
+    assert data.features.shape == (5, 4, 4, 4) and data.files == [f"{i}.png" for i in range(5)]
+    assert data.config["crafter"]["steps"] == 2
+    diagnostics = json.loads(out.with_suffix(".json").read_text())
+    assert all("epsilon_pii" in b for b in diagnostics["per_batch"])
+    # The same command from scratch gives the same features: crafting is deterministic.
+    again = tmp_path / "again.npz"
+    result = runner.invoke(app, [*args[:3], str(again), *args[4:]])
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(read_features(again).features, data.features)
+
+
+def test_craft_rejects_bad_options(tmp_path: Path, tiny_kit_dir: Path) -> None:
+    result = runner.invoke(app, ["craft", str(tmp_path), "--out", str(tmp_path / "x.npz"), "--preset", "nope"])
+    assert result.exit_code != 0 and "default" in result.output
+    result = runner.invoke(app, ["craft", str(tmp_path), "--out", str(tmp_path / "x.npz"), "--solver", "svd"])
+    assert result.exit_code != 0 and "solver" in result.output

@@ -1,0 +1,159 @@
+"""The crafting call on a tiny kit: shapes, determinism, order, repeat cache, baselines, bad input."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from edge_sdk.crafting.cache import CacheError, RepeatCache
+from edge_sdk.crafting.crafter import Crafter, CrafterConfig
+from edge_sdk.crafting.pii import epsilon_pii
+from edge_sdk.errors import NonFiniteError, TensorShapeError
+from edge_sdk.kit import Kit
+
+FAST = CrafterConfig(steps=3, inversion_steps=5, inner_steps=2, final_inversion_steps=5, critic_steps=2,
+                     solver_iterations=3, prior_samples=8)  # fmt: skip
+
+
+def _images(n: int = 5, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 1, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_craft_returns_features_of_the_kit_shape_and_diagnostics(tiny_kit: Kit) -> None:
+    result = Crafter(tiny_kit, FAST).craft(images=_images())
+    assert result.features.shape == (5, 4, 4, 4) and torch.isfinite(result.features).all()
+    assert torch.equal(result.raw_features, tiny_kit.encode(_images()))
+    assert not torch.equal(result.features, result.raw_features)
+    d = result.diagnostics
+    assert d["crafted"] == 5 and d["cache_hits"] == 0
+    for key in ("utility_loss", "relative_distortion", "critic_estimate", "epsilon_pii", "epsilon_pii_raw"):
+        assert np.isfinite(d[key]), key
+    assert len(d["curves"]["utility_loss"]) == FAST.steps
+
+
+def test_same_input_and_seed_give_identical_features_other_seed_differs(tiny_kit: Kit) -> None:
+    a = Crafter(tiny_kit, FAST).craft(images=_images()).features
+    b = Crafter(tiny_kit, FAST).craft(images=_images()).features
+    c = Crafter(tiny_kit, replace(FAST, seed=1)).craft(images=_images()).features
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_output_follows_the_callers_order(tiny_kit: Kit) -> None:
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    a = Crafter(tiny_kit, FAST).craft(images=_images()).features
+    b = Crafter(tiny_kit, FAST).craft(images=_images()[perm]).features
+    assert torch.equal(a[perm], b)
+
+
+def test_repeats_get_the_first_release_alone_or_inside_a_new_batch(tiny_kit: Kit) -> None:
+    crafter = Crafter(tiny_kit, FAST)
+    first = crafter.craft(images=_images()).features
+    again = crafter.craft(images=_images())
+    assert torch.equal(again.features, first) and again.diagnostics["cache_hits"] == 5
+    mixed = torch.cat([_images(2, seed=9), _images()[1:2]])
+    result = crafter.craft(images=mixed)
+    assert result.diagnostics == {**result.diagnostics, "cache_hits": 1, "crafted": 2}
+    assert torch.equal(result.features[2], first[1])
+
+
+def test_duplicates_inside_one_batch_are_crafted_once(tiny_kit: Kit) -> None:
+    x = _images(3)
+    result = Crafter(tiny_kit, FAST).craft(images=torch.cat([x, x[:1]]))
+    assert result.diagnostics["crafted"] == 3
+    assert torch.equal(result.features[0], result.features[3])
+
+
+def test_beta_trades_distortion(tiny_kit: Kit) -> None:
+    loose = Crafter(tiny_kit, replace(FAST, beta=0.0, steps=6)).craft(images=_images())
+    tight = Crafter(tiny_kit, replace(FAST, beta=50.0, steps=6)).craft(images=_images())
+    assert tight.diagnostics["utility_loss"] < loose.diagnostics["utility_loss"]
+
+
+@pytest.mark.parametrize("solver", ["cg", "neumann", "dense"])
+def test_every_solver_and_hessian_runs(tiny_kit: Kit, solver: str) -> None:
+    for hessian in ("gauss-newton", "exact"):
+        cfg = replace(FAST, solver=solver, hessian=hessian, steps=2)  # type: ignore[arg-type]
+        result = Crafter(tiny_kit, cfg).craft(images=_images(3))
+        assert torch.isfinite(result.features).all()
+
+
+def test_crafter_z_releases_encoded_generator_outputs(tiny_kit: Kit) -> None:
+    result = Crafter(tiny_kit, replace(FAST, method="crafter-z")).craft(images=_images())
+    assert result.diagnostics["method"] == "crafter-z"
+    # Enc(G(z)) is in the range of Enc o G: a long inversion reproduces it almost exactly,
+    # unlike the raw features of arbitrary images.
+    from edge_sdk.inversion import invert
+
+    kw = {"generator": tiny_kit.generator, "encoder": tiny_kit.encoder, "amortizer": tiny_kit.amortizer,
+          "steps": 300, "lr": 0.05}  # fmt: skip
+    crafted_fit = invert(result.features, **kw).loss.mean()  # type: ignore[arg-type]
+    raw_fit = invert(result.raw_features, **kw).loss.mean()  # type: ignore[arg-type]
+    assert crafted_fit < raw_fit
+
+
+def test_bad_inputs_are_typed_errors(tiny_kit: Kit) -> None:
+    crafter = Crafter(tiny_kit, FAST)
+    with pytest.raises(TensorShapeError, match="exactly one"):
+        crafter.craft()
+    with pytest.raises(TensorShapeError, match="exactly one"):
+        crafter.craft(images=_images(), features=torch.zeros(5, 4, 4, 4))
+    with pytest.raises(TensorShapeError, match=r"\(batch, 4, 4, 4\)"):
+        crafter.craft(features=torch.zeros(5, 4, 4))
+    nan = torch.zeros(2, 4, 4, 4)
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteError):
+        crafter.craft(features=nan)
+    with pytest.raises(ValueError, match="solver"):
+        CrafterConfig(solver="svd")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="steps"):
+        CrafterConfig(steps=-1)
+
+
+def test_persisted_cache_survives_a_restart_and_holds_no_raw_feature(tmp_path: Path, tiny_kit: Kit) -> None:
+    path = tmp_path / "repeat.sqlite"
+    scope = Crafter(tiny_kit, FAST).scope
+    first = Crafter(tiny_kit, FAST, cache=RepeatCache(path, scope=scope)).craft(images=_images())
+    restarted = Crafter(tiny_kit, FAST, cache=RepeatCache(path, scope=scope)).craft(images=_images())
+    assert restarted.diagnostics["cache_hits"] == 5
+    assert torch.equal(restarted.features, first.features)
+    blob = path.read_bytes()
+    for row in first.raw_features.numpy():
+        assert row.astype(np.float32).tobytes()[:64] not in blob
+    with pytest.raises(CacheError, match="another kit"):
+        RepeatCache(path, scope="another configuration")
+    (tmp_path / "junk.sqlite").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(CacheError, match="not a usable"):
+        RepeatCache(tmp_path / "junk.sqlite")
+
+
+def test_cache_evicts_the_least_recently_used(tmp_path: Path) -> None:
+    cache = RepeatCache(tmp_path / "c.sqlite", max_entries=2)
+    raw = torch.arange(3.0)[:, None]
+    keys = cache.keys_for(raw)
+    for i in range(3):
+        cache.put([keys[i]], raw[i : i + 1])
+    assert len(cache) == 2
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM crafted").fetchone()[0] == 2
+
+
+def test_epsilon_pii_is_zero_for_identical_sets_and_grows_with_a_shift() -> None:
+    a = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
+    assert epsilon_pii(a, a.flip(0)) == 0.0
+    shifts = [epsilon_pii(a, a + s) for s in (0.05, 0.1, 0.2)]
+    assert shifts == sorted(shifts) and shifts[0] == pytest.approx(0.05, rel=1e-6)
+
+
+def test_epsilon_pii_matches_an_assignment_solved_by_scipy() -> None:
+    gen = torch.Generator().manual_seed(2)
+    a, b = torch.rand(7, 1, 6, 6, generator=gen), torch.rand(7, 1, 6, 6, generator=gen)
+    cost = torch.cdist(a.flatten(1).double(), b.flatten(1).double()).numpy() / 6.0
+    rows, cols = linear_sum_assignment(cost)
+    assert epsilon_pii(a, b) == pytest.approx(cost[rows, cols].mean(), rel=1e-9)
