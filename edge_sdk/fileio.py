@@ -18,6 +18,12 @@ from edge_sdk.errors import FeatureFileError, OutputWriteError
 __all__ = ["FeatureFile", "atomic_write", "read_features", "write_features", "write_json"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
@@ -37,6 +43,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

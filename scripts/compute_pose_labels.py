@@ -39,6 +39,8 @@ def main() -> None:
     for subject in range(1, 41):
         for image in range(1, 11):
             gray = cv2.imread(str(root / f"s{subject}" / f"{image}.pgm"), cv2.IMREAD_GRAYSCALE)
+            if gray is None:
+                raise SystemExit(f"OpenCV cannot read s{subject}/{image}.pgm")
             big = cv2.resize(gray, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
             bgr = cv2.cvtColor(big, cv2.COLOR_GRAY2BGR)
             detector.setInputSize((bgr.shape[1], bgr.shape[0]))

@@ -32,9 +32,21 @@ def test_craft_returns_features_of_the_kit_shape_and_diagnostics(tiny_kit: Kit) 
     assert not torch.equal(result.features, result.raw_features)
     d = result.diagnostics
     assert d["crafted"] == 5 and d["cache_hits"] == 0
-    for key in ("utility_loss", "relative_distortion", "critic_estimate", "epsilon_pii", "epsilon_pii_raw"):
+    for key in ("utility_loss", "relative_distortion", "epsilon_pii", "epsilon_pii_raw"):
         assert np.isfinite(d[key]), key
-    assert len(d["curves"]["utility_loss"]) == FAST.steps
+    assert len(d["curves"]["utility_loss"]) == len(d["curves"]["emd"]) == FAST.steps
+    assert d["critic_estimate"] is None  # the default privacy loss is the exact EMD
+
+
+def test_paper_critic_variant_reports_the_critic_estimate(tiny_kit: Kit) -> None:
+    for init in ("fresh", "kit"):
+        cfg = replace(FAST, privacy_loss="critic", feature_optimizer="adam", critic_init=init)  # type: ignore[arg-type]
+        d = Crafter(tiny_kit, cfg).craft(images=_images()).diagnostics
+        assert np.isfinite(d["critic_estimate"]) and len(d["curves"]["critic_estimate"]) == FAST.steps
+    paper = CrafterConfig.paper()
+    assert (paper.steps, paper.solver, paper.solver_iterations, paper.neumann_alpha, paper.critic_steps) == (
+        500, "neumann", 150, 1e-3, 10,
+    )  # fmt: skip
 
 
 def test_same_input_and_seed_give_identical_features_other_seed_differs(tiny_kit: Kit) -> None:
@@ -157,3 +169,11 @@ def test_epsilon_pii_matches_an_assignment_solved_by_scipy() -> None:
     cost = torch.cdist(a.flatten(1).double(), b.flatten(1).double()).numpy() / 6.0
     rows, cols = linear_sum_assignment(cost)
     assert epsilon_pii(a, b) == pytest.approx(cost[rows, cols].mean(), rel=1e-9)
+
+
+def test_exact_emd_privacy_loss_moves_reconstructions_towards_the_prior(tiny_kit: Kit) -> None:
+    cfg = replace(FAST, privacy_loss="emd", beta=0.0, steps=8, lr=0.2, inner_steps=10)
+    result = Crafter(tiny_kit, cfg).craft(images=_images(6))
+    emd = result.diagnostics["curves"]["emd"]
+    assert len(emd) == 8 and result.diagnostics["curves"]["critic_estimate"] == []
+    assert emd[-1] < emd[0]

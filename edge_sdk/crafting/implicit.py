@@ -33,10 +33,12 @@ class ImplicitGradient:
 
     Attributes:
         feature_grad: ``dL/dF`` through ``z*(F)``, shape of the features.
+        solution: ``H^-1 dL/dz*``, reusable as the next solve's ``init``.
         solve: Cost and accuracy of the inverse-Hessian solve.
     """
 
     feature_grad: torch.Tensor
+    solution: torch.Tensor
     solve: SolveInfo
 
 
@@ -95,6 +97,7 @@ def implicit_feature_gradient(
     solver: InverseHVPSolver,
     latent_weight: float = 0.0,
     hessian: HessianKind = "gauss-newton",
+    init: torch.Tensor | None = None,
 ) -> ImplicitGradient:
     """``dL/dF`` for a loss ``L(z*(F))`` whose gradient at ``z*`` is ``latent_grad``.
 
@@ -108,6 +111,7 @@ def implicit_feature_gradient(
         solver: Inverse-HVP solver (:mod:`edge_sdk.crafting.solvers`).
         latent_weight: The ``w`` of the inversion objective.
         hessian: Which Hessian the solver inverts.
+        init: Starting guess for ``H^-1 dL/dz*`` (the last solution, when warm-starting).
 
     Returns:
         The feature gradient and the solve record.
@@ -115,8 +119,8 @@ def implicit_feature_gradient(
     hvp = inversion_hvp(
         features, latent, generator=generator, encoder=encoder, latent_weight=latent_weight, hessian=hessian
     )
-    solution, info = solver.solve(hvp, latent_grad.detach())
+    solution, info = solver.solve(hvp, latent_grad.detach(), init)
     n = features[0].numel()
     jv = jvp(lambda z: encoder(generator(z)), (latent.detach(),), (solution,))[1]
     # (d^2 L / dz dF)^T v = -(2/n) J v, so dL/dF = -(-(2/n) J v) = (2/n) J v.
-    return ImplicitGradient(feature_grad=(2.0 / n) * jv.detach(), solve=info)
+    return ImplicitGradient(feature_grad=(2.0 / n) * jv.detach(), solution=solution.detach(), solve=info)

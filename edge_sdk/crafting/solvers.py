@@ -45,8 +45,12 @@ class SolveInfo:
 class InverseHVPSolver(Protocol):
     """Solves ``(H + damping I) x = g`` per sample, given a batched ``hvp``."""
 
-    def solve(self, hvp: HVP, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
-        """Return ``x`` of the shape of ``rhs`` ``(B, d)`` and the solve record."""
+    def solve(self, hvp: HVP, rhs: torch.Tensor, init: torch.Tensor | None = None) -> tuple[torch.Tensor, SolveInfo]:
+        """Return ``x`` of the shape of ``rhs`` ``(B, d)`` and the solve record.
+
+        ``init`` is a starting guess (the previous solution when the system changes
+        slowly); solvers that cannot use one ignore it.
+        """
         ...
 
 
@@ -69,7 +73,7 @@ class NeumannSolver:
     terms: int = 150
     damping: float = 0.0
 
-    def solve(self, hvp: HVP, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
+    def solve(self, hvp: HVP, rhs: torch.Tensor, init: torch.Tensor | None = None) -> tuple[torch.Tensor, SolveInfo]:
         if not self.alpha > 0 or self.terms < 0:
             raise ValueError(f"Neumann needs alpha > 0 and terms >= 0, got {self.alpha}, {self.terms}")
         v = rhs.clone()
@@ -84,7 +88,8 @@ class NeumannSolver:
 class ConjugateGradientSolver:
     """Batched conjugate gradient with per-sample step sizes.
 
-    A sample stops updating when its relative residual falls under ``tol`` or when
+    With ``init``, the residual of the starting guess costs one product, counted
+    in ``max_iter``. A sample stops updating when its relative residual falls under ``tol`` or when
     it meets non-positive curvature (an indefinite exact Hessian away from a
     minimum); use ``damping`` or the Gauss-Newton Hessian to keep blocks positive.
 
@@ -99,21 +104,26 @@ class ConjugateGradientSolver:
     tol: float = 1e-4
     damping: float = 0.0
 
-    def solve(self, hvp: HVP, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
+    def solve(self, hvp: HVP, rhs: torch.Tensor, init: torch.Tensor | None = None) -> tuple[torch.Tensor, SolveInfo]:
         if self.max_iter < 1:
             raise ValueError(f"CG needs max_iter >= 1, got {self.max_iter}")
 
         def apply(v: torch.Tensor) -> torch.Tensor:
             return hvp(v) + self.damping * v
 
-        x = torch.zeros_like(rhs)
-        r = rhs.clone()
+        used = 0
+        if init is None:
+            x = torch.zeros_like(rhs)
+            r = rhs.clone()
+        else:
+            x = init.detach().clone()
+            r = rhs - apply(x)
+            used += 1
         p = r.clone()
         rs = (r * r).sum(1)
         norm_rhs = rhs.norm(dim=1).clamp_min(torch.finfo(rhs.dtype).tiny)
         active = (rs.sqrt() / norm_rhs) > self.tol
-        used = 0
-        for _ in range(self.max_iter):
+        while used < self.max_iter:
             if not bool(active.any()):
                 break
             hp = apply(p)
@@ -141,7 +151,7 @@ class DenseSolver:
 
     damping: float = 0.0
 
-    def solve(self, hvp: HVP, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
+    def solve(self, hvp: HVP, rhs: torch.Tensor, init: torch.Tensor | None = None) -> tuple[torch.Tensor, SolveInfo]:
         hessian = dense_blocks(hvp, rhs)
         eye = torch.eye(rhs.shape[1], dtype=rhs.dtype, device=rhs.device)
         x = torch.linalg.solve(hessian + self.damping * eye, rhs.unsqueeze(-1)).squeeze(-1)
