@@ -97,8 +97,8 @@ def test_cg_warm_start_from_the_solution_costs_one_product(system: tuple[torch.T
     blocks, rhs, exact = system
     x, info = ConjugateGradientSolver(max_iter=6, tol=1e-8).solve(_hvp(blocks), rhs, exact)
     assert info.hvps == 1 and torch.allclose(x, exact, atol=1e-10)
+    # Truncated CG (as in crafting) ends much closer to the solution from a nearby start.
     near = exact + 1e-3 * torch.randn(exact.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    _, cold = ConjugateGradientSolver(max_iter=50, tol=1e-6).solve(_hvp(blocks), rhs)
-    _, warm = ConjugateGradientSolver(max_iter=50, tol=1e-6).solve(_hvp(blocks), rhs, near)
-    assert warm.residual is not None and warm.residual.max() < 1e-6
-    assert warm.hvps <= cold.hvps
+    cold, _ = ConjugateGradientSolver(max_iter=2, tol=0.0).solve(_hvp(blocks), rhs)
+    warm, _ = ConjugateGradientSolver(max_iter=2, tol=0.0).solve(_hvp(blocks), rhs, near)
+    assert (warm - exact).norm() < 0.1 * (cold - exact).norm()
