@@ -27,7 +27,7 @@ from edge_sdk.crafting.implicit import implicit_feature_gradient
 from edge_sdk.crafting.pii import epsilon_pii, image_cost, transport_plan
 from edge_sdk.crafting.solvers import make_solver
 from edge_sdk.data.images import to_unit_range
-from edge_sdk.inversion import invert
+from edge_sdk.inversion import inversion_loss, invert
 from edge_sdk.kit.kit import Kit
 from edge_sdk.kit.models import Critic
 from edge_sdk.kit.training import gradient_penalty
@@ -153,7 +153,8 @@ class CraftResult:
             ``relative_distortion`` (mean ``||F - F0|| / ||F0||``), ``critic_estimate``
             (the critic's Wasserstein estimate between reconstructions and prior at the
             last step), ``epsilon_pii`` and ``epsilon_pii_raw`` (for the raw features),
-            ``cache_hits``, ``crafted``, ``seconds``, and per-step curves.
+            ``cache_hits``, ``crafted``, ``seconds``, ``step_seconds`` (mean time of
+            one feature step), and per-step curves.
     """
 
     features: torch.Tensor
@@ -324,17 +325,28 @@ class Crafter:
             """Relative distortion ``||F_i - F0_i|| / ||F0_i||``: beta's scale does not depend on the kit."""
             return (f - raw).flatten(1).pow(2).sum(1).add(1e-12).sqrt() / raw_norm
 
+        loop_start = time.perf_counter()
         if cfg.method == "crafter":
             feats = raw.clone().requires_grad_(True)
             opt_f = torch.optim.Adam([feats], lr=cfg.lr) if cfg.feature_optimizer == "adam" else None
             momentum = torch.zeros_like(raw)
             solver = make_solver(cfg.solver, iterations=cfg.solver_iterations, alpha=cfg.neumann_alpha,
                                  damping=cfg.damping)  # fmt: skip
+            # The attacker's latent keeps one Adam state across feature steps, so its
+            # step sizes settle as z* converges (a fresh Adam would restart with
+            # full-size sign steps after every feature update).
+            z_param = z_raw.clone().requires_grad_(True)
+            opt_inner = torch.optim.Adam([z_param], lr=cfg.inner_lr)
             z = z_raw
             warm: torch.Tensor | None = None
             for step in range(cfg.steps):
                 if step:
-                    z = solve_inner(feats.detach(), z, cfg.inner_steps)
+                    for _ in range(cfg.inner_steps):
+                        loss_inv = inversion_loss(feats.detach(), z_param, generator=G, encoder=E,
+                                                  latent_weight=cfg.latent_weight)  # fmt: skip
+                        (z_param.grad,) = torch.autograd.grad(loss_inv.sum(), z_param)
+                        opt_inner.step()
+                    z = z_param.detach().clone()
                 with torch.no_grad():
                     recon = G(z)
                 privacy = privacy_objective(recon)
@@ -364,6 +376,7 @@ class Crafter:
                 if self.progress is not None:
                     self.progress(step + 1, cfg.steps)
             crafted = feats.detach()
+            loop_seconds = time.perf_counter() - loop_start
             z_final = solve_inner(crafted, z, cfg.final_inversion_steps)
         else:  # Crafter-z (paper App. F): optimise z, release Enc(G(z)).
             z = z_raw.clone().requires_grad_(True)
@@ -382,6 +395,7 @@ class Crafter:
                     self.progress(step + 1, cfg.steps)
             with torch.no_grad():
                 crafted = E(G(z))
+            loop_seconds = time.perf_counter() - loop_start
             z_final = solve_inner(crafted, None, cfg.inversion_steps)
         with torch.no_grad():
             recon_final = G(z_final)
@@ -391,6 +405,7 @@ class Crafter:
         prior_px = to_unit_range(prior, spec)
         diagnostics = {
             "method": cfg.method,
+            "step_seconds": loop_seconds / max(cfg.steps, 1),
             "utility_loss": distance.mean().item(),
             "relative_distortion": relative.mean().item(),
             "critic_estimate": curves["critic_estimate"][-1] if curves["critic_estimate"] else None,
