@@ -7,6 +7,7 @@ import typer
 from edge_sdk.cli.craft import craft
 from edge_sdk.cli.data_orl import orl_faces
 from edge_sdk.cli.encode import encode
+from edge_sdk.cli.export_onnx import export_onnx
 from edge_sdk.cli.kit_info import kit_info
 from edge_sdk.cli.kit_train import kit_train
 
@@ -28,6 +29,9 @@ app.command("craft")(craft)
 data_app = typer.Typer(help="Bundled data: the ORL faces with the project's split.", no_args_is_help=True)
 data_app.command("orl-faces")(orl_faces)
 app.add_typer(data_app, name="data")
+export_app = typer.Typer(help="Export kit networks for on-device runtimes.", no_args_is_help=True)
+export_app.command("onnx")(export_onnx)
+app.add_typer(export_app, name="export")
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from edge_sdk.crafting.crafter import Crafter, CrafterConfig
 from edge_sdk.data.folder import FolderImages
 from edge_sdk.jobs import run_folder_job
 from edge_sdk.kit import load_kit
+from edge_sdk.runtime import load_encoder
 
 __all__ = ["craft"]
 
@@ -27,6 +28,9 @@ def craft(
     folder: Annotated[Path, typer.Argument(help="Folder of .png/.jpg/.jpeg/.pgm face images (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz (features, files, config).")],
     kit: Annotated[Path | None, typer.Option(help="Kit folder; the bundled default kit if omitted.")] = None,
+    encoder_onnx: Annotated[
+        Path | None, typer.Option(help="Exported encoder (.onnx) to run under onnxruntime instead of torch.")
+    ] = None,
     preset: Annotated[
         str, typer.Option(help="'default' (fast, measured) or 'paper' (the paper's settings).")
     ] = "default",
@@ -59,7 +63,8 @@ def craft(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     loaded = load_kit(kit)
-    crafter = Crafter(loaded, config)
+    runtime = load_encoder(loaded, encoder_onnx)
+    crafter = Crafter(loaded, config, encoder=runtime)
     if cache is not None:
         crafter.cache = RepeatCache(cache, scope=crafter.scope)
 
@@ -68,7 +73,8 @@ def craft(
         return result.features.numpy(), result.diagnostics
 
     job_config = {"command": "craft", "kit": loaded.manifest.name, "kit_path": str(loaded.path),
-                  "crafted": True, "crafter": asdict(config)}  # fmt: skip
+                  "crafted": True, "crafter": asdict(config), "encoder_backend": runtime.backend,
+                  "encoder_onnx": str(encoder_onnx) if encoder_onnx else None}  # fmt: skip
     result = run_folder_job(
         folder, out, spec=loaded.spec, transform=transform, batch_size=batch_size, config=job_config,
         restart=restart, progress=not quiet, desc="craft",

@@ -12,6 +12,7 @@ from edge_sdk.cli._common import handle_errors, report_job
 from edge_sdk.data.folder import FolderImages
 from edge_sdk.jobs import run_folder_job
 from edge_sdk.kit import load_kit
+from edge_sdk.runtime import load_encoder
 
 __all__ = ["encode"]
 
@@ -21,6 +22,9 @@ def encode(
     folder: Annotated[Path, typer.Argument(help="Folder of .png/.jpg/.jpeg/.pgm face images (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz (features, files, config).")],
     kit: Annotated[Path | None, typer.Option(help="Kit folder; the bundled default kit if omitted.")] = None,
+    encoder_onnx: Annotated[
+        Path | None, typer.Option(help="Exported encoder (.onnx) to run under onnxruntime instead of torch.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images encoded at a time.")] = 32,
     restart: Annotated[bool, typer.Option(help="Discard unfinished work of an interrupted run.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -32,11 +36,19 @@ def encode(
     diagnostics (FILE with suffix .json).
     """
     loaded = load_kit(kit)
+    runtime = load_encoder(loaded, encoder_onnx)
 
     def transform(batch: FolderImages) -> tuple[np.ndarray, dict[str, Any]]:
-        return loaded.encode(batch.images).numpy(), {"images": len(batch.files)}
+        return runtime.encode(batch.images).numpy(), {"images": len(batch.files)}
 
-    config = {"command": "encode", "kit": loaded.manifest.name, "kit_path": str(loaded.path), "crafted": False}
+    config = {
+        "command": "encode",
+        "kit": loaded.manifest.name,
+        "kit_path": str(loaded.path),
+        "crafted": False,
+        "encoder_backend": runtime.backend,
+        "encoder_onnx": str(encoder_onnx) if encoder_onnx else None,
+    }
     result = run_folder_job(
         folder, out, spec=loaded.spec, transform=transform, batch_size=batch_size, config=config,
         restart=restart, progress=not quiet, desc="encode",

@@ -31,6 +31,7 @@ from edge_sdk.inversion import inversion_loss, invert
 from edge_sdk.kit.kit import Kit
 from edge_sdk.kit.models import Critic
 from edge_sdk.kit.training import gradient_penalty
+from edge_sdk.runtime import EncoderRuntime, TorchEncoder
 from edge_sdk.validation import check_batch
 
 __all__ = ["CraftResult", "Crafter", "CrafterConfig", "craft"]
@@ -193,6 +194,9 @@ class Crafter:
         config: Crafting settings.
         cache: Repeat cache; a fresh in-memory one if omitted. Pass a persisted
             :class:`RepeatCache` to keep releases stable across restarts.
+        encoder: Runtime that encodes images (e.g. an exported encoder under
+            onnxruntime); the kit's torch encoder if omitted. Crafting itself always
+            runs in torch, starting from these features.
         progress: Optional callback ``progress(step, total)`` after each feature step.
 
     Example:
@@ -210,9 +214,11 @@ class Crafter:
         config: CrafterConfig | None = None,
         *,
         cache: RepeatCache | None = None,
+        encoder: EncoderRuntime | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.kit = kit
+        self.encoder = encoder or TorchEncoder(kit)
         self.config = config or CrafterConfig()
         self.cache = cache if cache is not None else RepeatCache(scope=self.scope)
         self.progress = progress
@@ -242,7 +248,7 @@ class Crafter:
         start = time.perf_counter()
         if images is not None:
             images = check_batch(images, self.kit.architecture.image_shape, name="images")
-            raw = self.kit.encode(images)
+            raw = self.encoder.encode(images)
         else:
             raw = check_batch(features, self.kit.feature_shape, name="features")
         keys = self.cache.keys_for(raw)
