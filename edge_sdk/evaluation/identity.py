@@ -6,8 +6,6 @@ right person? Chance on the 20 private identities is 5%.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,11 +41,8 @@ class IdentityClassifier(nn.Module):
             return self.identities[self.eval()(images).argmax(1)]  # type: ignore[index]
 
 
-@dataclass(frozen=True)
-class _Settings:
-    epochs: int = 80
-    batch_size: int = 32
-    lr: float = 2e-3
+_BATCH_SIZE = 32
+_LR = 2e-3
 
 
 def train_identity_classifier(
@@ -62,7 +57,6 @@ def train_identity_classifier(
         >>> identity_accuracy(oracle, test.images, test.identity) > 0.8
         True
     """
-    settings = _Settings(epochs=epochs)
     identities = sorted(set(faces.identity.tolist()))
     index = {identity: i for i, identity in enumerate(identities)}
     targets = torch.tensor([index[int(i)] for i in faces.identity])
@@ -70,15 +64,13 @@ def train_identity_classifier(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = IdentityClassifier(channels=faces.images.shape[1], identities=identities)
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=settings.lr, total_steps=settings.epochs * -(-len(faces) // settings.batch_size)
-    )
+    opt = torch.optim.AdamW(model.parameters(), lr=_LR, weight_decay=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=_LR, total_steps=epochs * -(-len(faces) // _BATCH_SIZE))
     model.train()
-    for _ in tqdm(range(settings.epochs), desc="identity oracle", disable=not progress):
+    for _ in tqdm(range(epochs), desc="identity oracle", disable=not progress):
         order = torch.randperm(len(faces), generator=gen)
-        for start in range(0, len(faces), settings.batch_size):
-            idx = order[start : start + settings.batch_size]
+        for start in range(0, len(faces), _BATCH_SIZE):
+            idx = order[start : start + _BATCH_SIZE]
             x, _ = augment(faces.images[idx], gen, max_shift=4, brightness=0.15)
             loss = F.cross_entropy(model(x), targets[idx], label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
