@@ -26,7 +26,7 @@ from edge_sdk.errors import EdgeSDKError
 from edge_sdk.fileio import atomic_write
 from edge_sdk.kit.kit import Kit
 
-__all__ = ["EXPORTABLE", "ExportReport", "ParityError", "check_parity", "export_component", "parity_inputs"]
+__all__ = ["EXPORTABLE", "ExportReport", "ParityError", "check_parity", "export_component", "parity_inputs", "run_onnx"]
 
 EXPORTABLE = ("encoder", "head", "amortizer", "generator")
 RTOL, ATOL = 1e-3, 1e-5
@@ -67,14 +67,19 @@ def parity_inputs(kit: Kit, component: str, *, count: int = 16) -> torch.Tensor:
     return images if component == "encoder" else kit.encode(images)
 
 
+def run_onnx(path: str | Path, inputs: np.ndarray) -> np.ndarray:
+    """Output of a single-input ONNX model under onnxruntime's CPU provider."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {session.get_inputs()[0].name: inputs})[0])
+
+
 def check_parity(path: str | Path, module: torch.nn.Module, inputs: torch.Tensor) -> tuple[float, float, bool]:
     """Run ``path`` under onnxruntime and ``module`` in torch on ``inputs``; compare.
 
     Returns:
         Max absolute and relative difference, and whether ``allclose`` held.
     """
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    ours = session.run(None, {session.get_inputs()[0].name: inputs.numpy()})[0]
+    ours = run_onnx(path, inputs.numpy())
     with torch.no_grad():
         reference = module.eval()(inputs).numpy()
     diff = np.abs(ours - reference)

@@ -14,6 +14,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from edge_sdk.data.orl import load_orl
 from edge_sdk.fileio import atomic_write
 from edge_sdk.kit.kit import Kit
+from exporters.onnx_export import run_onnx
 
 __all__ = ["QuantizationReport", "quantize_encoder"]
 
@@ -51,11 +52,6 @@ class _PublicFaces(CalibrationDataReader):
         return None if batch is None else {self._name: batch}
 
 
-def _run(path: Path, inputs: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, {session.get_inputs()[0].name: inputs})[0])
-
-
 def quantize_encoder(kit: Kit, fp32_path: str | Path, int8_path: str | Path) -> QuantizationReport:
     """Static QDQ int8 quantization (per-channel 7-bit weights) of an exported encoder.
 
@@ -76,8 +72,8 @@ def quantize_encoder(kit: Kit, fp32_path: str | Path, int8_path: str | Path) -> 
         ),
     )  # fmt: skip
     test = load_orl("private-test", spec=kit.spec)
-    float_features = _run(fp32_path, test.images.numpy())
-    int8_features = _run(int8_path, test.images.numpy())
+    float_features = run_onnx(fp32_path, test.images.numpy())
+    int8_features = run_onnx(int8_path, test.images.numpy())
     distance = np.linalg.norm((int8_features - float_features).reshape(len(test), -1), axis=1)
     scale = np.linalg.norm(float_features.reshape(len(test), -1), axis=1)
     accuracies = []
