@@ -1,7 +1,30 @@
-"""Cloud side of the product: serves the head on crafted features, collects features, verifies models.
+"""The cloud side: serve the head on crafted features, collect them, train heads, take model uploads.
 
-The HTTP service and the vicious-classifier detector are built on top of ``edge_sdk``
-kits (DESIGN section 6).
+``create_app`` builds the FastAPI service (``edge-sdk cloud serve`` runs it on uvicorn);
+``Store`` is its SQLite/PostgreSQL storage. The HTTP client lives on the device side,
+in :mod:`edge_sdk.client`.
 """
 
-__all__: list[str] = []
+from cloud_stub.errors import CloudStubError, ConflictError, ModelRejectedError, NotFoundError, StoreError
+from cloud_stub.settings import ServerSettings
+from cloud_stub.store import Store
+
+__all__ = [
+    "CloudStubError",
+    "ConflictError",
+    "ModelRejectedError",
+    "NotFoundError",
+    "ServerSettings",
+    "Store",
+    "StoreError",
+    "create_app",
+]
+
+
+def __getattr__(name: str) -> object:
+    # create_app needs FastAPI (the 'server' extra); import it only when asked for.
+    if name == "create_app":
+        from cloud_stub.app import create_app
+
+        return create_app
+    raise AttributeError(name)

@@ -8,6 +8,8 @@ family (``except EdgeSDKError``) or a precise case.
 from __future__ import annotations
 
 __all__ = [
+    "CloudRequestError",
+    "CloudUnavailableError",
     "EdgeSDKError",
     "EmptyInputError",
     "FeatureFileError",
@@ -18,6 +20,7 @@ __all__ = [
     "KitManifestError",
     "KitNotFoundError",
     "KitWeightsError",
+    "LabelFileError",
     "NonFiniteError",
     "OutputWriteError",
     "TensorShapeError",
@@ -72,5 +75,21 @@ class OutputWriteError(EdgeSDKError):
     """An output file could not be written (full disk, no permission); nothing partial is left."""
 
 
+class LabelFileError(EdgeSDKError):
+    """A labels CSV is missing, malformed, or lacks a label for an image."""
+
+
 class FeatureFileError(EdgeSDKError):
     """A feature file is not a valid ``.npz`` written by the SDK."""
+
+
+class CloudRequestError(EdgeSDKError):
+    """The cloud service refused a request (4xx, or a 5xx that retries did not clear)."""
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class CloudUnavailableError(EdgeSDKError):
+    """The cloud service could not be reached or kept timing out after every retry."""

@@ -11,9 +11,11 @@ import numpy as np
 import typer
 
 from edge_sdk.cli._common import handle_errors, report_job
+from edge_sdk.client import CloudClient
 from edge_sdk.crafting.cache import RepeatCache
 from edge_sdk.crafting.crafter import Crafter, CrafterConfig
-from edge_sdk.data.folder import FolderImages
+from edge_sdk.data.folder import FolderImages, list_images, read_labels_csv
+from edge_sdk.errors import LabelFileError
 from edge_sdk.jobs import run_folder_job
 from edge_sdk.kit import load_kit
 from edge_sdk.runtime import load_encoder
@@ -44,6 +46,22 @@ def craft(
     ] = None,
     restart: Annotated[bool, typer.Option(help="Discard unfinished work of an interrupted run.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    upload: Annotated[
+        str | None,
+        typer.Option(
+            help="Cloud stub URL: send each crafted batch for prediction (answers go to FILE's .json), "
+            "or with --dataset store it for head training."
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key for --upload.", envvar="EDGE_SDK_API_KEY", show_envvar=True)
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="With --upload: collect the crafted features under this dataset name.")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="With --dataset: CSV with columns file,label (file relative to FOLDER).")
+    ] = None,
 ) -> None:
     """Craft every image of FOLDER so that a white-box inversion attacker sees an average face.
 
@@ -62,21 +80,50 @@ def craft(
         config = replace(_PRESETS[preset](), **overrides)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    if upload is None and (dataset is not None or labels is not None):
+        raise typer.BadParameter("--dataset and --labels need --upload URL", param_hint="--upload")
+    if upload is not None and not api_key:
+        raise typer.BadParameter("--upload needs --api-key or EDGE_SDK_API_KEY", param_hint="--api-key")
+    if (dataset is None) != (labels is None):
+        raise typer.BadParameter("--dataset and --labels go together", param_hint="--dataset")
+    label_of: dict[str, int] = {}
+    if labels is not None:
+        label_of = read_labels_csv(labels)
+        unlabelled = [f for f in list_images(folder) if f not in label_of]
+        if unlabelled:
+            raise LabelFileError(f"{labels}: no label for {len(unlabelled)} image(s), e.g. {unlabelled[0]}")
     loaded = load_kit(kit)
     runtime = load_encoder(loaded, encoder_onnx)
     crafter = Crafter(loaded, config, encoder=runtime)
     if cache is not None:
         crafter.cache = RepeatCache(cache, scope=crafter.scope)
 
+    client = CloudClient(upload, api_key=api_key or "") if upload is not None else None
+
     def transform(batch: FolderImages) -> tuple[np.ndarray, dict[str, Any]]:
         result = crafter.craft(images=batch.images)
-        return result.features.numpy(), result.diagnostics
+        features, diagnostics = result.features.numpy(), result.diagnostics
+        # Uploading inside the batch step: a batch counts as done only once the cloud
+        # has it, and a resumed run re-sends the same bytes, which the server stores once.
+        if client is not None and dataset is not None:
+            stored = client.upload_samples(dataset, features, np.array([label_of[f] for f in batch.files]))
+            diagnostics["cloud"] = {"dataset": dataset, "batch_id": stored["batch_id"], "total": stored["total"]}
+        elif client is not None:
+            prediction = client.predict(features)
+            diagnostics["cloud"] = {"head_id": prediction.head_id, "files": batch.files,
+                                    "labels": prediction.labels.tolist()}  # fmt: skip
+        return features, diagnostics
 
     job_config = {"command": "craft", "kit": loaded.manifest.name, "kit_path": str(loaded.path),
                   "crafted": True, "crafter": asdict(config), "encoder_backend": runtime.backend,
-                  "encoder_onnx": str(encoder_onnx) if encoder_onnx else None}  # fmt: skip
+                  "encoder_onnx": str(encoder_onnx) if encoder_onnx else None, "upload": upload,
+                  "dataset": dataset}  # fmt: skip
     result = run_folder_job(
         folder, out, spec=loaded.spec, transform=transform, batch_size=batch_size, config=job_config,
         restart=restart, progress=not quiet, desc="craft",
     )  # fmt: skip
     report_job(result, verb="crafted", feature_shape=loaded.feature_shape)
+    if client is not None:
+        client.close()
+        where = f"dataset {dataset!r} at {upload}" if dataset else f"{upload} for prediction (answers in the .json)"
+        typer.echo(f"uploaded crafted features to {where}")

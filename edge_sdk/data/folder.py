@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,9 +10,20 @@ from pathlib import Path
 import torch
 
 from edge_sdk.data.images import ImageSpec, load_image
-from edge_sdk.errors import EmptyInputError, ImageLoadError
+from edge_sdk.errors import EmptyInputError, ImageLoadError, LabelFileError
 
-__all__ = ["IMAGE_EXTENSIONS", "FolderImages", "SkippedImage", "iter_folder_batches", "list_images", "load_folder"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "LABELS_CSV_COLUMNS",
+    "FolderImages",
+    "SkippedImage",
+    "iter_folder_batches",
+    "list_images",
+    "load_folder",
+    "read_labels_csv",
+]
+
+LABELS_CSV_COLUMNS = ("file", "label")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".pgm")
 
@@ -115,3 +127,31 @@ def iter_folder_batches(
     names = list(files) if files is not None else list_images(root)
     for start in range(0, len(names), batch_size):
         yield _decode(root, names[start : start + batch_size], spec)
+
+
+def read_labels_csv(path: str | Path) -> dict[str, int]:
+    """Class label per image from a CSV with columns ``file,label`` (file relative to the folder).
+
+    Raises:
+        LabelFileError: The file is missing, lacks the columns, or holds a non-integer
+            label or a file twice.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not set(LABELS_CSV_COLUMNS) <= set(reader.fieldnames):
+                raise LabelFileError(f"{path}: needs a header with columns {', '.join(LABELS_CSV_COLUMNS)}")
+            labels: dict[str, int] = {}
+            for line, row in enumerate(reader, start=2):
+                name = (row["file"] or "").strip()
+                try:
+                    label = int(row["label"])
+                except (TypeError, ValueError):
+                    raise LabelFileError(f"{path}:{line}: label {row['label']!r} is not an integer") from None
+                if name in labels:
+                    raise LabelFileError(f"{path}:{line}: {name!r} appears twice")
+                labels[name] = label
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabelFileError(f"{path}: cannot read labels ({exc})") from exc
+    return labels

@@ -1,0 +1,68 @@
+"""Server settings: every field has a flag in ``edge-sdk cloud serve`` and an environment variable."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ENV_PREFIX", "ServerSettings"]
+
+ENV_PREFIX = "EDGE_CLOUD_"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What a cloud stub serves and where it keeps its data.
+
+    Attributes:
+        database_url: SQLAlchemy URL: ``sqlite:///path.db`` (the default, embedded) or
+            ``postgresql+psycopg://user@host/db``.
+        kit: Kit folder whose head is served first and whose manifest fixes the
+            feature shape; ``None`` for the default kit.
+        max_request_bytes: Largest feature payload (413 above it).
+        max_model_bytes: Largest uploaded ONNX model (413 above it).
+        max_batch: Most features in one request.
+        torch_threads: Threads torch may use for inference and training.
+
+    Example:
+        >>> ServerSettings.from_env({"EDGE_CLOUD_MAX_BATCH": "64"}).max_batch
+        64
+    """
+
+    database_url: str = "sqlite:///edge-cloud.db"
+    kit: Path | None = None
+    max_request_bytes: int = 16 * 1024 * 1024
+    max_model_bytes: int = 64 * 1024 * 1024
+    max_batch: int = 256
+    torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("max_request_bytes", "max_model_bytes", "max_batch", "torch_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ServerSettings:
+        """Settings from ``EDGE_CLOUD_*`` variables (``EDGE_CLOUD_DATABASE_URL`` ...), defaults otherwise."""
+        env = os.environ if environ is None else environ
+        settings = cls()
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = env.get(ENV_PREFIX + field.name.upper())
+            if raw is None:
+                continue
+            default = getattr(settings, field.name)
+            value: object
+            if isinstance(default, int):
+                try:
+                    value = int(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{ENV_PREFIX}{field.name.upper()} must be an integer, got {raw!r}") from exc
+            elif field.name == "kit":
+                value = Path(raw) if raw else None
+            else:
+                value = raw
+            values[field.name] = value
+        return replace(settings, **values)

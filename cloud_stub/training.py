@@ -1,0 +1,82 @@
+"""Background training of heads on collected features: one worker thread, jobs kept in the store."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+import torch
+
+from cloud_stub.heads import ServedHead, fit_head, head_to_bytes
+from cloud_stub.store import Store
+from edge_sdk.kit.models import Architecture
+
+__all__ = ["TrainingWorker"]
+
+_log = logging.getLogger(__name__)
+
+
+class TrainingWorker:
+    """Runs queued head-training jobs one at a time, in submission order.
+
+    Jobs live in the store, so a job queued or running when the server stopped is
+    run again at the next start (training is seeded, so the result is the same).
+    """
+
+    def __init__(self, store: Store, *, arch: Architecture, served: ServedHead, threads: int = 1) -> None:
+        self.store = store
+        self.arch = arch
+        self.served = served
+        self.threads = threads
+        self._queue: queue.Queue[int | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the worker and queue the jobs a previous run left unfinished."""
+        for job_id in self.store.unfinished_jobs():
+            self.store.update_job(job_id, status="queued", started_at=None)
+            self._queue.put(job_id)
+        self._thread = threading.Thread(target=self._loop, name="head-training", daemon=True)
+        self._thread.start()
+
+    def submit(self, job_id: int) -> None:
+        """Queue a job already recorded in the store."""
+        self._queue.put(job_id)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the running job (if any) and stop."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        torch.set_num_threads(self.threads)
+        while (job_id := self._queue.get()) is not None:
+            self._run(job_id)
+
+    def _run(self, job_id: int) -> None:
+        if not self.store.claim_job(job_id):
+            return  # another replica runs it
+        job = self.store.job(job_id)
+        params = job["params"]
+        try:
+            features, labels = self.store.load_dataset(job["dataset"])
+            fit = fit_head(features, labels, arch=self.arch, epochs=params["epochs"], seed=params["seed"],
+                           validation_fraction=params["validation_fraction"])  # fmt: skip
+            head_id = self.store.add_head(
+                head_to_bytes(fit.head), source="trained", dataset=job["dataset"], val_accuracy=fit.val_accuracy,
+                train_samples=fit.train_samples, val_samples=fit.val_samples, job_id=job_id,
+                activate=params["activate"],
+            )  # fmt: skip
+        except Exception as exc:  # a failed job is recorded, never kills the worker
+            _log.exception("training job %s failed", job_id)
+            self.store.update_job(job_id, status="failed", error=f"{type(exc).__name__}: {exc}",
+                                  finished_at=time.time())  # fmt: skip
+            return
+        if params["activate"]:
+            self.served.swap(fit.head, head_id)
+        self.store.update_job(job_id, status="succeeded", head_id=head_id, val_accuracy=fit.val_accuracy,
+                              finished_at=time.time())  # fmt: skip

@@ -1,0 +1,130 @@
+"""Wire format of tensors between the device and the cloud: safetensors or ``.npy`` bytes.
+
+Binary tensors, never JSON float lists (a 32x16x16 float32 feature is 32 KiB as
+bytes and several times that as text) and never pickles: both formats carry only
+dtype, shape and raw data, so decoding a hostile payload cannot run code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import numpy as np
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save as save_safetensors
+
+from edge_sdk.errors import EdgeSDKError, NonFiniteError, TensorShapeError
+
+__all__ = [
+    "FEATURES_KEY",
+    "LABELS_KEY",
+    "NPY_MAGIC",
+    "PayloadFormatError",
+    "check_features",
+    "check_labels",
+    "decode_tensors",
+    "encode_tensors",
+]
+
+FEATURES_KEY = "features"
+LABELS_KEY = "labels"
+NPY_MAGIC = b"\x93NUMPY"
+# A safetensors header is JSON of tensor names, dtypes, shapes and offsets; a huge one
+# is either a bug or an attempt to make the server parse megabytes of JSON.
+_MAX_SAFETENSORS_HEADER = 1 << 20
+
+
+class PayloadFormatError(EdgeSDKError):
+    """A request body is neither a safetensors file nor a ``.npy`` array, or it is truncated."""
+
+
+def encode_tensors(tensors: dict[str, np.ndarray]) -> bytes:
+    """Serialise named arrays as one safetensors payload.
+
+    Example:
+        >>> body = encode_tensors({"features": np.zeros((2, 3), np.float32)})
+        >>> decode_tensors(body)["features"].shape
+        (2, 3)
+    """
+    return save_safetensors({name: np.ascontiguousarray(array) for name, array in tensors.items()})
+
+
+def decode_tensors(body: bytes, *, npy_name: str = FEATURES_KEY) -> dict[str, np.ndarray]:
+    """Decode a safetensors payload, or a single ``.npy`` array named ``npy_name``.
+
+    Raises:
+        PayloadFormatError: The bytes are empty, truncated or of another format.
+    """
+    if not body:
+        raise PayloadFormatError("empty request body; send a safetensors file or a .npy array")
+    if body.startswith(NPY_MAGIC):
+        try:
+            # allow_pickle=False: an object array would need unpickling, which is refused.
+            array = np.load(io.BytesIO(body), allow_pickle=False)
+        except (ValueError, EOFError, OSError) as exc:
+            raise PayloadFormatError(f"malformed .npy payload: {exc}") from exc
+        if not isinstance(array, np.ndarray):
+            raise PayloadFormatError(".npy payload did not hold one array")
+        return {npy_name: array}
+    if len(body) < 8:
+        raise PayloadFormatError("payload too short to be a safetensors file or a .npy array")
+    (header_size,) = struct.unpack("<Q", body[:8])
+    if header_size > min(_MAX_SAFETENSORS_HEADER, len(body) - 8):
+        raise PayloadFormatError("payload is neither a .npy array nor a safetensors file (bad header size)")
+    try:
+        header = json.loads(body[8 : 8 + header_size])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadFormatError("payload is neither a .npy array nor a safetensors file (bad header)") from exc
+    if not isinstance(header, dict):
+        raise PayloadFormatError("safetensors header is not a JSON object")
+    try:
+        return dict(load_safetensors(body))
+    except Exception as exc:  # safetensors raises its own SafetensorError for every kind of damage
+        raise PayloadFormatError(f"malformed safetensors payload: {exc}") from exc
+
+
+def check_features(array: np.ndarray, shape: tuple[int, ...], *, max_batch: int) -> np.ndarray:
+    """Check a feature batch ``(B, *shape)``: float32, finite, ``1 <= B <= max_batch``.
+
+    Returns:
+        The batch, C-contiguous float32.
+
+    Raises:
+        TensorShapeError: Wrong dtype, rank, shape, or batch size.
+        NonFiniteError: NaN or infinity anywhere.
+
+    Example:
+        >>> check_features(np.zeros((2, 4, 2, 2), np.float32), (4, 2, 2), max_batch=8).shape
+        (2, 4, 2, 2)
+    """
+    if array.dtype != np.float32:
+        raise TensorShapeError(f"features must be float32, got {array.dtype}")
+    if array.ndim != len(shape) + 1 or tuple(array.shape[1:]) != tuple(shape):
+        expected = ", ".join(map(str, shape))
+        raise TensorShapeError(f"features must have shape (batch, {expected}), got {tuple(array.shape)}")
+    if not 1 <= array.shape[0] <= max_batch:
+        raise TensorShapeError(f"batch of {array.shape[0]} features; send between 1 and {max_batch}")
+    finite = np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
+    if not finite.all():
+        raise NonFiniteError(f"features hold NaN or infinite values in {int((~finite).sum())} of {len(array)} items")
+    return np.ascontiguousarray(array)
+
+
+def check_labels(array: np.ndarray, *, batch: int, num_classes: int) -> np.ndarray:
+    """Check class labels: integer, shape ``(batch,)``, each in ``[0, num_classes)``.
+
+    Returns:
+        The labels as int64.
+
+    Raises:
+        TensorShapeError: Not integers, wrong shape, or a label out of range.
+    """
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TensorShapeError(f"labels must be integers, got {array.dtype}")
+    if array.shape != (batch,):
+        raise TensorShapeError(f"labels must have shape ({batch},) to match the features, got {tuple(array.shape)}")
+    if array.size and (array.min() < 0 or array.max() >= num_classes):
+        raise TensorShapeError(f"labels must lie in [0, {num_classes}), got {array.min()}..{array.max()}")
+    return array.astype(np.int64)

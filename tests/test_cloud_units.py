@@ -1,0 +1,312 @@
+"""Units of the cloud link: wire format, client retries, settings, ONNX upload checks, head training."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from typer.testing import CliRunner
+
+from cloud_helpers import linear_classifier_onnx
+from cloud_stub import ConflictError, ModelRejectedError, ServerSettings, Store
+from cloud_stub.heads import ServedHead, fit_head, head_from_bytes, head_to_bytes
+from cloud_stub.training import TrainingWorker
+from cloud_stub.uploads import check_onnx_model
+from conftest import TINY
+from edge_sdk.cli import app
+from edge_sdk.client import CloudClient, PayloadFormatError, decode_tensors, encode_tensors
+from edge_sdk.client.payloads import check_features, check_labels
+from edge_sdk.data.folder import read_labels_csv
+from edge_sdk.errors import CloudRequestError, CloudUnavailableError, LabelFileError, NonFiniteError, TensorShapeError
+from edge_sdk.kit.models import PoseHead
+
+# --- wire format ---------------------------------------------------------------------------------
+
+
+def test_safetensors_and_npy_round_trip() -> None:
+    features = np.random.default_rng(0).normal(size=(3, 4, 2, 2)).astype(np.float32)
+    decoded = decode_tensors(encode_tensors({"features": features, "labels": np.arange(3)}))
+    np.testing.assert_array_equal(decoded["features"], features)
+    buffer = io.BytesIO()
+    np.save(buffer, features)
+    np.testing.assert_array_equal(decode_tensors(buffer.getvalue())["features"], features)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"short",
+        struct.pack("<Q", 10**12) + b"{}",  # header size beyond the body
+        struct.pack("<Q", 2) + b"[]",  # header is not an object
+        struct.pack("<Q", 4) + b"\xff\xfe\xfd\xfc",  # header is not UTF-8 JSON
+        struct.pack("<Q", 2) + b"{}" + b"extra",  # header fine, body not a safetensors layout
+    ],
+    ids=["empty", "short", "huge-header", "list-header", "binary-header", "trailing-bytes"],
+)
+def test_malformed_payloads_raise_a_typed_error(body: bytes) -> None:
+    with pytest.raises(PayloadFormatError):
+        decode_tensors(body)
+
+
+def test_object_npy_is_refused_without_unpickling() -> None:
+    class Boom:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (print, ("unpickled!",))
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([Boom()], dtype=object), allow_pickle=True)
+    with pytest.raises(PayloadFormatError, match="pickle"):
+        decode_tensors(buffer.getvalue())
+
+
+def test_feature_and_label_checks() -> None:
+    good = np.zeros((2, 4, 2, 2), np.float32)
+    assert check_features(good, (4, 2, 2), max_batch=2).shape == (2, 4, 2, 2)
+    with pytest.raises(TensorShapeError, match="float32"):
+        check_features(good.astype(np.float16), (4, 2, 2), max_batch=2)
+    with pytest.raises(TensorShapeError, match="between 1 and 1"):
+        check_features(good, (4, 2, 2), max_batch=1)
+    with pytest.raises(TensorShapeError, match="shape"):
+        check_features(good[:, :2], (4, 2, 2), max_batch=2)
+    bad = good.copy()
+    bad[0, 0, 0, 0] = np.inf
+    with pytest.raises(NonFiniteError, match="1 of 2"):
+        check_features(bad, (4, 2, 2), max_batch=2)
+    assert check_labels(np.array([0, 2], np.int32), batch=2, num_classes=3).dtype == np.int64
+    with pytest.raises(TensorShapeError, match=r"\[0, 3\)"):
+        check_labels(np.array([0, 3]), batch=2, num_classes=3)
+
+
+# --- client --------------------------------------------------------------------------------------
+
+
+def _client(handler: httpx.MockTransport, **options: float) -> CloudClient:
+    return CloudClient("http://cloud", api_key="esk_test", backoff=0.001, transport=handler, **options)  # type: ignore[arg-type]
+
+
+def test_client_retries_transient_failures_with_the_same_idempotency_key() -> None:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) == 1:
+            raise httpx.ConnectError("connection refused")
+        if len(seen) == 2:
+            return httpx.Response(503, json={"detail": "busy"})
+        return httpx.Response(201, json={"dataset": "d", "batch_id": 1, "added": 2, "total": 2, "replayed": False})
+
+    result = _client(httpx.MockTransport(handle)).upload_samples("d", np.zeros((2, 4), np.float32), np.array([0, 1]))
+    assert result["total"] == 2 and len(seen) == 3
+    assert {r.headers["Idempotency-Key"] for r in seen} == {seen[0].headers["Idempotency-Key"]}
+    assert all(r.headers["X-API-Key"] == "esk_test" for r in seen)
+    assert decode_tensors(seen[-1].content)["labels"].tolist() == [0, 1]
+
+
+def test_client_does_not_retry_a_refusal_and_reports_the_servers_reason() -> None:
+    calls = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(422, json={"detail": "features must be float32"})
+
+    with pytest.raises(CloudRequestError, match="422: features must be float32") as refused:
+        _client(httpx.MockTransport(handle)).predict(np.zeros((1, 4), np.float32))
+    assert refused.value.status_code == 422 and len(calls) == 1
+
+
+def test_client_gives_up_after_its_retries_with_a_clear_error() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out")
+
+    start = time.perf_counter()
+    with pytest.raises(CloudUnavailableError, match="after 3 attempt"):
+        _client(httpx.MockTransport(handle), retries=2).version()
+    assert time.perf_counter() - start < 5
+    with pytest.raises(CloudRequestError, match="503"):
+        _client(httpx.MockTransport(lambda r: httpx.Response(503, text="down")), retries=1).version()
+
+
+def test_client_checks_features_before_sending() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:  # pragma: no cover - must not be reached
+        raise AssertionError("sent")
+
+    client = _client(httpx.MockTransport(handle))
+    with pytest.raises(NonFiniteError):
+        client.predict(np.full((1, 4), np.nan, np.float32))
+    with pytest.raises(TensorShapeError):
+        client.predict(np.zeros(4, np.float32))
+    with pytest.raises(TensorShapeError):
+        client.predict(np.zeros((1, 4), np.int64))
+
+
+# --- settings, uploads -------------------------------------------------------------------------
+
+
+def test_settings_from_environment() -> None:
+    settings = ServerSettings.from_env({"EDGE_CLOUD_DATABASE_URL": "sqlite:///x.db", "EDGE_CLOUD_KIT": "/k",
+                                        "EDGE_CLOUD_MAX_MODEL_BYTES": "10", "UNRELATED": "1"})  # fmt: skip
+    assert (settings.database_url, settings.kit, settings.max_model_bytes) == ("sqlite:///x.db", Path("/k"), 10)
+    with pytest.raises(ValueError, match="integer"):
+        ServerSettings.from_env({"EDGE_CLOUD_MAX_BATCH": "many"})
+    with pytest.raises(ValueError, match=">= 1"):
+        ServerSettings(max_batch=0)
+
+
+def test_onnx_checks_summarise_a_valid_model() -> None:
+    summary = check_onnx_model(linear_classifier_onnx((1, 28, 28), 10), task="fashion-mnist")
+    assert summary["input"]["shape"] == ["batch", 1, 28, 28] and summary["parameters"] == 10 * 784 + 10
+
+
+def _with_external_initializer() -> bytes:
+    model = onnx.load_model_from_string(linear_classifier_onnx((1, 64, 64), 3))
+    weight = model.graph.initializer[0]
+    weight.data_location = TensorProto.EXTERNAL
+    weight.ClearField("raw_data")
+    weight.ClearField("float_data")
+    weight.external_data.add(key="location", value="/etc/passwd")
+    return model.SerializeToString()
+
+
+def _invalid_graph() -> bytes:
+    node = helper.make_node("Relu", ["missing_input"], ["logits"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 64, 64])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])])  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"\x80\x04\x95pickle", "not an ONNX model"),
+        (_with_external_initializer(), "external data"),
+        (_invalid_graph(), "onnx.checker"),
+        (linear_classifier_onnx((3, 64, 64), 3), "needs \\(batch, 1, 64, 64\\)"),
+        (linear_classifier_onnx((1, 64, 64), 5), "3 classes"),
+    ],
+    ids=["pickle", "external-data", "checker", "input-shape", "classes"],
+)
+def test_hostile_or_unfit_models_are_refused(body: bytes, message: str) -> None:
+    with pytest.raises(ModelRejectedError, match=message):
+        check_onnx_model(body, task="orl-pose")
+
+
+# --- heads and the training worker ---------------------------------------------------------------
+
+
+def _separable(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    shape = (TINY.feature_channels, TINY.image_size // 4, TINY.image_size // 4)
+    features = rng.normal(size=(n, *shape)).astype(np.float32) + 4.0 * labels[:, None, None, None]
+    return features.astype(np.float32), labels
+
+
+def test_fit_head_is_seeded_and_learns_a_separable_task() -> None:
+    features, labels = _separable(90)
+    first = fit_head(features, labels, arch=TINY, epochs=60, seed=1)
+    second = fit_head(features, labels, arch=TINY, epochs=60, seed=1)
+    assert first.val_accuracy > 0.8 and (first.train_samples, first.val_samples) == (72, 18)
+    for a, b in zip(first.head.state_dict().values(), second.head.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ConflictError, match="too few"):
+        fit_head(features[:2], labels[:2], arch=TINY)
+
+
+def test_head_bytes_round_trip_and_served_head_swap() -> None:
+    head = PoseHead(TINY).eval()
+    copy = head_from_bytes(head_to_bytes(head), TINY)
+    x = torch.randn(3, TINY.feature_channels, 4, 4)
+    torch.testing.assert_close(copy(x), head(x))
+    served = ServedHead()
+    with pytest.raises(ConflictError, match="no head"):
+        served.predict(x.numpy())
+    served.swap(copy, 7)
+    labels, probabilities, head_id = served.predict(x.numpy())
+    assert head_id == 7 and np.allclose(probabilities.sum(1), 1) and labels.tolist() == probabilities.argmax(1).tolist()
+
+
+def test_worker_resumes_a_job_left_running_by_a_stopped_server(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    key_id = store.check_api_key(store.create_api_key("k"))
+    assert key_id is not None
+    features, labels = _separable(40)
+    store.add_samples("d", features, labels, api_key_id=key_id, idempotency_key=None)
+    job = store.create_job("d", {"epochs": 2, "seed": 0, "validation_fraction": 0.2, "activate": True})
+    store.update_job(job, status="running")  # the server died mid-job
+    failing = store.create_job("missing", {"epochs": 2, "seed": 0, "validation_fraction": 0.2, "activate": True})
+    served = ServedHead()
+    worker = TrainingWorker(store, arch=TINY, served=served)
+    worker.start()
+    worker.stop()
+    record = store.job(job)
+    assert record["status"] == "succeeded" and served.head_id == record["head_id"] == store.active_head_id()
+    assert store.job(failing)["status"] == "failed" and "NotFoundError" in store.job(failing)["error"]
+
+
+# --- labels CSV ----------------------------------------------------------------------------------
+
+
+def test_labels_csv(tmp_path: Path) -> None:
+    good = tmp_path / "labels.csv"
+    good.write_text("file,label\na.png,1\nsub/b.png,2\n")
+    assert read_labels_csv(good) == {"a.png": 1, "sub/b.png": 2}
+    for text, message in [("name,label\na,1\n", "header"), ("file,label\na,x\n", "not an integer"),
+                          ("file,label\na,1\na,2\n", "twice")]:  # fmt: skip
+        good.write_text(text)
+        with pytest.raises(LabelFileError, match=message):
+            read_labels_csv(good)
+    with pytest.raises(LabelFileError, match="cannot read"):
+        read_labels_csv(tmp_path / "missing.csv")
+
+
+def test_orl_faces_writes_pose_labels_for_every_file(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["data", "orl-faces", "--split", "private-test", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    labels = read_labels_csv(tmp_path / "labels.csv")
+    assert sorted(labels) == sorted(p.name for p in tmp_path.glob("*.pgm")) and len(labels) == 80
+    assert set(labels.values()) == {0, 1, 2}
+
+
+def test_craft_upload_options_are_validated_before_any_work(tmp_path: Path) -> None:
+    runner = CliRunner()
+    faces = tmp_path / "faces"
+    runner.invoke(app, ["data", "orl-faces", "--out", str(faces)])
+    out = str(tmp_path / "o.npz")
+    no_upload = runner.invoke(app, ["craft", str(faces), "--out", out, "--dataset", "d"])
+    assert no_upload.exit_code == 2 and "--upload" in no_upload.output
+    no_key = runner.invoke(
+        app, ["craft", str(faces), "--out", out, "--upload", "http://x"], env={"EDGE_SDK_API_KEY": ""}
+    )
+    assert no_key.exit_code == 2 and "api-key" in no_key.output
+    (faces / "labels.csv").write_text("file,label\n" + json.dumps("x")[1:-1] + ".pgm,0\n")
+    unlabelled = runner.invoke(app, ["craft", str(faces), "--out", out, "--upload", "http://x", "--api-key", "k",
+                                     "--dataset", "d", "--labels", str(faces / "labels.csv")])  # fmt: skip
+    assert unlabelled.exit_code == 2 and "no label for 80 image(s)" in unlabelled.output
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_a_replica_follows_the_head_another_replica_activated(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    first = PoseHead(TINY).eval()
+    first_id = store.initial_head(head_to_bytes(first))
+    replica = ServedHead(first, first_id)
+    torch.manual_seed(5)
+    trained = PoseHead(TINY).eval()
+    trained_id = store.add_head(head_to_bytes(trained), source="trained", activate=True)  # done by another replica
+    replica.refresh(store, TINY, min_interval=3600)
+    assert replica.head_id == first_id  # checked at most once per interval
+    replica.refresh(store, TINY, min_interval=0)
+    x = torch.randn(2, TINY.feature_channels, 4, 4)
+    _, probabilities, head_id = replica.predict(x.numpy())
+    assert head_id == trained_id
+    np.testing.assert_allclose(probabilities, torch.softmax(trained(x), 1).detach().numpy(), atol=1e-6)
