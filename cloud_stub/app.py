@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Reques
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 
 import edge_sdk
 from cloud_stub.errors import ConflictError, ModelRejectedError, NotFoundError, StoreError
@@ -26,7 +27,8 @@ from cloud_stub.limits import BodySizeLimit
 from cloud_stub.settings import ServerSettings
 from cloud_stub.store import Store
 from cloud_stub.training import TrainingWorker
-from cloud_stub.uploads import MODEL_TASKS, check_onnx_model
+from cloud_stub.uploads import check_onnx_model
+from cloud_stub.verification.tasks import MODEL_TASKS
 from edge_sdk.client.http import API_KEY_HEADER
 from edge_sdk.client.payloads import (
     FEATURES_KEY,
@@ -223,6 +225,14 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
     async def _typed_error(_: Request, exc: Exception) -> JSONResponse:
         code = next((c for kind, c in _ERROR_STATUS if isinstance(exc, kind)), 400)
         return JSONResponse(status_code=code, content={"detail": str(exc)})
+
+    @app.exception_handler(OperationalError)
+    async def _database_error(_: Request, exc: Exception) -> JSONResponse:
+        # Every write is one transaction, so a failed one stored nothing; say so.
+        message = str(getattr(exc, "orig", exc)).lower()
+        if "full" in message or "no space left" in message:
+            return JSONResponse(status_code=507, content={"detail": "the server's storage is full; nothing was stored"})
+        return JSONResponse(status_code=503, content={"detail": "the database is unavailable; nothing was stored"})
 
     api_key_header = APIKeyHeader(
         name=API_KEY_HEADER, auto_error=False, description="Key from `edge-sdk cloud keys create`"

@@ -6,30 +6,15 @@ external-data references (which would make the server read files of its choosing
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import onnx
 from google.protobuf.message import DecodeError
 
 from cloud_stub.errors import ModelRejectedError
+from cloud_stub.verification.tasks import MODEL_TASKS
 
-__all__ = ["MODEL_TASKS", "ModelTask", "check_onnx_model"]
-
-
-@dataclass(frozen=True)
-class ModelTask:
-    """A classification task a model can claim: its input item shape and class count."""
-
-    input_shape: tuple[int, ...]
-    num_classes: int
-    description: str
-
-
-MODEL_TASKS: dict[str, ModelTask] = {
-    "orl-pose": ModelTask((1, 64, 64), 3, "head pose (3 classes) from 64x64 grey ORL faces"),
-    "fashion-mnist": ModelTask((1, 28, 28), 10, "Fashion-MNIST clothing (10 classes) from 28x28 grey images"),
-}
+__all__ = ["check_onnx_model"]
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:

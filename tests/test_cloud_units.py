@@ -310,3 +310,32 @@ def test_a_replica_follows_the_head_another_replica_activated(tmp_path: Path) ->
     _, probabilities, head_id = replica.predict(x.numpy())
     assert head_id == trained_id
     np.testing.assert_allclose(probabilities, torch.softmax(trained(x), 1).detach().numpy(), atol=1e-6)
+
+
+def test_a_full_disk_is_507_and_stores_nothing(tmp_path: Path) -> None:
+    """SQLite's max_page_count makes the database 'full' exactly as a full disk would."""
+    import asyncio
+
+    from sqlalchemy import event
+
+    from cloud_stub.app import create_app
+    from conftest import make_tiny_kit
+
+    settings = ServerSettings(database_url=f"sqlite:///{tmp_path / 'full.db'}")
+    service = create_app(settings, kit=make_tiny_kit())
+    store: Store = service.state.store
+    key = store.create_api_key("device")
+    pages = store.engine.connect().exec_driver_sql("PRAGMA page_count").scalar_one()
+    event.listen(store.engine, "connect", lambda conn, _: conn.execute(f"PRAGMA max_page_count={pages + 2}"))
+    store.engine.dispose()
+    features = np.zeros((64, TINY.feature_channels, 4, 4), np.float32)
+    body = encode_tensors({"features": features, "labels": np.zeros(64, np.int64)})
+
+    async def upload() -> httpx.Response:
+        transport = httpx.ASGITransport(app=service)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as client:
+            return await client.post("/v1/datasets/d/samples", content=body, headers={"X-API-Key": key})
+
+    response = asyncio.run(upload())
+    assert response.status_code == 507 and "nothing was stored" in response.json()["detail"]
+    assert store.count_rows("sample_batches") == 0
