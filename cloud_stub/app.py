@@ -26,7 +26,7 @@ from cloud_stub.heads import ServedHead, head_from_bytes, head_to_bytes
 from cloud_stub.limits import BodySizeLimit
 from cloud_stub.settings import ServerSettings
 from cloud_stub.store import Store
-from cloud_stub.training import TrainingWorker
+from cloud_stub.training import BackgroundWorker
 from cloud_stub.uploads import check_onnx_model
 from cloud_stub.verification.tasks import MODEL_TASKS
 from edge_sdk.client.http import API_KEY_HEADER
@@ -144,7 +144,9 @@ class ModelOut(BaseModel):
     task: str
     sha256: str
     size_bytes: int
-    status: str = Field(description="'unverified' until the verifier has produced a report")
+    status: str = Field(
+        description="'unverified' (queued), 'verifying', 'verified' (report holds the verdict) or 'failed'"
+    )
     summary: dict[str, Any]
     report: dict[str, Any] | None
     created_at: float
@@ -194,7 +196,8 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
         store.initial_head(head_to_bytes(kit.head))
     active = store.active_head_id()
     served = ServedHead() if active is None else ServedHead(head_from_bytes(store.head_state(active), arch), active)
-    worker = TrainingWorker(store, arch=arch, served=served, threads=settings.torch_threads)
+    worker = BackgroundWorker(store, arch=arch, served=served, threads=settings.torch_threads,
+                              verify_budget=settings.verify_budget)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -337,13 +340,16 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
         name: Annotated[str, Query(pattern=MODEL_NAME_PATTERN)] = "model.onnx",
         idempotency_key: IdempotencyKey = None,
     ) -> ModelOut:  # fmt: skip
-        """Upload an ONNX classifier for verification; it is stored as 'unverified' and never executed here."""
+        """Upload an ONNX classifier; it is checked, stored, and verified in the background (poll its record)."""
         started = time.perf_counter()
         summary = check_onnx_model(body, task=task)
         summary["check_seconds"] = round(time.perf_counter() - started, 4)
         model_id, replayed = store.add_model(body, name=name, task=task, summary=summary, api_key_id=key_id,
                                              idempotency_key=idempotency_key)  # fmt: skip
-        return ModelOut(**store.model(model_id), replayed=replayed)
+        record = store.model(model_id)
+        if settings.verify_uploads and not replayed:
+            worker.submit_verification(model_id)
+        return ModelOut(**record, replayed=replayed)
 
     @app.get("/v1/models", tags=["verification"])
     def list_models(_: KeyId) -> list[ModelListItem]:

@@ -74,6 +74,13 @@ def app_builder(args: dict[str, str]) -> Any:
         raise ValueError(f"unknown settings {unknown}; choose from {sorted(known)}")
     values: dict[str, Any] = {}
     for name, raw in args.items():
-        values[name] = Path(raw) if name == "kit" else raw if name == "database_url" else int(raw)
+        if name == "kit":
+            values[name] = Path(raw)
+        elif name in ("database_url", "verify_budget"):
+            values[name] = raw
+        elif name == "verify_uploads":
+            values[name] = raw.lower() in ("1", "true", "yes")
+        else:
+            values[name] = int(raw)
     return build_deployment(replace(ServerSettings.from_env(), **values), num_replicas=num_replicas,
                             cpus_per_replica=cpus)  # fmt: skip

@@ -25,6 +25,9 @@ class ServerSettings:
         max_model_bytes: Largest uploaded ONNX model (413 above it).
         max_batch: Most features in one request.
         torch_threads: Threads torch may use for inference and training.
+        verify_uploads: Verify uploaded models in the background (the detector needs
+            the task's data; off, uploads stay ``unverified``).
+        verify_budget: ``standard`` (the benchmarked detector) or ``quick``.
 
     Example:
         >>> ServerSettings.from_env({"EDGE_CLOUD_MAX_BATCH": "64"}).max_batch
@@ -37,11 +40,15 @@ class ServerSettings:
     max_model_bytes: int = 64 * 1024 * 1024
     max_batch: int = 256
     torch_threads: int = 1
+    verify_uploads: bool = True
+    verify_budget: str = "standard"
 
     def __post_init__(self) -> None:
         for name in ("max_request_bytes", "max_model_bytes", "max_batch", "torch_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.verify_budget not in ("standard", "quick"):
+            raise ValueError(f"verify_budget must be 'standard' or 'quick', got {self.verify_budget!r}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServerSettings:
@@ -55,7 +62,11 @@ class ServerSettings:
                 continue
             default = getattr(settings, field.name)
             value: object
-            if isinstance(default, int):
+            if isinstance(default, bool):
+                if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(f"{ENV_PREFIX}{field.name.upper()} must be true or false, got {raw!r}")
+                value = raw.lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
                 try:
                     value = int(raw)
                 except ValueError as exc:

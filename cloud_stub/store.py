@@ -561,6 +561,52 @@ class Store:
         record["report"] = None if record["report"] is None else json.loads(record["report"])
         return record
 
+    def model_onnx(self, model_id: int) -> bytes:
+        """The uploaded ONNX bytes.
+
+        Raises:
+            NotFoundError: No such model.
+        """
+        with self.engine.connect() as conn:
+            data = conn.execute(select(uploaded_models.c.onnx).where(uploaded_models.c.id == model_id)).scalar()
+        if data is None:
+            raise NotFoundError(f"no uploaded model {model_id}")
+        return bytes(data)
+
+    def models_to_verify(self) -> list[int]:
+        """Uploads not verified yet (including ones a stop interrupted), oldest first."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(uploaded_models).where(uploaded_models.c.status == "verifying").values(status="unverified")
+            )
+            ids = conn.execute(
+                select(uploaded_models.c.id)
+                .where(uploaded_models.c.status == "unverified")
+                .order_by(uploaded_models.c.id)
+            ).scalars()
+            return [int(i) for i in ids]
+
+    def claim_model(self, model_id: int) -> bool:
+        """Mark an unverified upload as being verified; ``False`` if someone else has it."""
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(uploaded_models)
+                .where(uploaded_models.c.id == model_id, uploaded_models.c.status == "unverified")
+                .values(status="verifying")
+            ).rowcount
+        return bool(claimed)
+
+    def set_model_report(self, model_id: int, *, status: str, report: dict[str, Any]) -> None:
+        """Record a verification's outcome (``verified`` or ``failed``) and its report."""
+        if status not in ("verified", "failed"):
+            raise ValueError(f"unknown model status {status!r}")
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(uploaded_models)
+                .where(uploaded_models.c.id == model_id)
+                .values(status=status, report=json.dumps(report))
+            )
+
     def list_models(self) -> list[dict[str, Any]]:
         """Every uploaded model's id, name, task, status and size, oldest first."""
         cols = [uploaded_models.c[n] for n in ("id", "name", "task", "sha256", "size_bytes", "status", "created_at")]

@@ -1,4 +1,8 @@
-"""Background training of heads on collected features: one worker thread, jobs kept in the store."""
+"""Background work of the service: training heads and verifying uploaded models, one at a time.
+
+One worker thread; the work itself is recorded in the store, so what was queued or
+running when the server stopped is picked up at the next start.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import logging
 import queue
 import threading
 import time
+from typing import Literal
 
 import torch
 
@@ -13,37 +18,49 @@ from cloud_stub.heads import ServedHead, fit_head, head_to_bytes
 from cloud_stub.store import Store
 from edge_sdk.kit.models import Architecture
 
-__all__ = ["TrainingWorker"]
+__all__ = ["BackgroundWorker"]
+
+JobKind = Literal["train", "verify"]
 
 _log = logging.getLogger(__name__)
 
 
-class TrainingWorker:
-    """Runs queued head-training jobs one at a time, in submission order.
+class BackgroundWorker:
+    """Runs head-training jobs and model verifications one at a time, in submission order.
 
     Jobs live in the store, so a job queued or running when the server stopped is
-    run again at the next start (training is seeded, so the result is the same).
+    run again at the next start (training is seeded, so the result is the same), and
+    an upload still ``unverified`` is verified then.
     """
 
-    def __init__(self, store: Store, *, arch: Architecture, served: ServedHead, threads: int = 1) -> None:
+    def __init__(
+        self, store: Store, *, arch: Architecture, served: ServedHead, threads: int = 1, verify_budget: str = "standard"
+    ) -> None:
         self.store = store
+        self.verify_budget = verify_budget
         self.arch = arch
         self.served = served
         self.threads = threads
-        self._queue: queue.Queue[int | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[JobKind, int] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start the worker and queue the jobs a previous run left unfinished."""
         for job_id in self.store.unfinished_jobs():
             self.store.update_job(job_id, status="queued", started_at=None)
-            self._queue.put(job_id)
-        self._thread = threading.Thread(target=self._loop, name="head-training", daemon=True)
+            self._queue.put(("train", job_id))
+        for model_id in self.store.models_to_verify():
+            self._queue.put(("verify", model_id))
+        self._thread = threading.Thread(target=self._loop, name="cloud-worker", daemon=True)
         self._thread.start()
 
     def submit(self, job_id: int) -> None:
-        """Queue a job already recorded in the store."""
-        self._queue.put(job_id)
+        """Queue a head-training job already recorded in the store."""
+        self._queue.put(("train", job_id))
+
+    def submit_verification(self, model_id: int) -> None:
+        """Queue the verification of an uploaded model."""
+        self._queue.put(("verify", model_id))
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the running job (if any) and stop."""
@@ -54,10 +71,28 @@ class TrainingWorker:
 
     def _loop(self) -> None:
         torch.set_num_threads(self.threads)
-        while (job_id := self._queue.get()) is not None:
-            self._run(job_id)
+        while (item := self._queue.get()) is not None:
+            kind, ident = item
+            if kind == "train":
+                self._train(ident)
+            else:
+                self._verify(ident)
 
-    def _run(self, job_id: int) -> None:
+    def _verify(self, model_id: int) -> None:
+        from cloud_stub.verification.verify import verify_onnx  # torch-heavy; loaded on first use
+
+        if not self.store.claim_model(model_id):
+            return  # verified already, or another replica has it
+        record = self.store.model(model_id)
+        try:
+            report = verify_onnx(self.store.model_onnx(model_id), task=record["task"], budget=self.verify_budget)
+        except Exception as exc:  # recorded on the model, never kills the worker
+            _log.exception("verification of model %s failed", model_id)
+            self.store.set_model_report(model_id, status="failed", report={"error": f"{type(exc).__name__}: {exc}"})
+            return
+        self.store.set_model_report(model_id, status="verified", report=report)
+
+    def _train(self, job_id: int) -> None:
         if not self.store.claim_job(job_id):
             return  # another replica runs it
         job = self.store.job(job_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from edge_sdk.errors import EdgeSDKError
 from edge_sdk.kit.kit import Kit
 from edge_sdk.validation import check_batch
 
-__all__ = ["EncoderRuntime", "OnnxEncoder", "OnnxModelError", "TorchEncoder", "load_encoder"]
+__all__ = ["EncoderRuntime", "OnnxEncoder", "OnnxModelError", "TorchEncoder", "cpu_session", "load_encoder"]
 
 
 class OnnxModelError(EdgeSDKError):
@@ -41,6 +41,21 @@ class TorchEncoder:
         return self.kit.encode(images)
 
 
+def cpu_session(model: str | Path | bytes) -> Any:
+    """An onnxruntime CPU session whose threads do not busy-wait between calls.
+
+    onnxruntime's threads spin after each run by default; on a small device the
+    encoder shares the cores with crafting in torch, which must not wait for them.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxEncoder:
     """An exported encoder run by onnxruntime's CPU provider, checked against the kit's shapes.
 
@@ -52,13 +67,11 @@ class OnnxEncoder:
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, kit: Kit) -> None:
-        import onnxruntime as ort
-
         self.path, self.kit = Path(path), kit
         if not self.path.is_file():
             raise OnnxModelError(f"{self.path}: no such ONNX file")
         try:
-            self._session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            self._session = cpu_session(self.path)
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise OnnxModelError(f"{self.path}: not a loadable ONNX model ({str(exc)[:200]})") from exc
         self._input = self._session.get_inputs()[0].name

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 from edge_sdk.data.orl import load_orl
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.fileio import atomic_write
 from edge_sdk.kit.kit import Kit
+from edge_sdk.runtime import cpu_session
 
 __all__ = ["EXPORTABLE", "ExportReport", "ParityError", "check_parity", "export_component", "parity_inputs", "run_onnx"]
 
@@ -69,7 +69,7 @@ def parity_inputs(kit: Kit, component: str, *, count: int = 16) -> torch.Tensor:
 
 def run_onnx(path: str | Path, inputs: np.ndarray) -> np.ndarray:
     """Output of a single-input ONNX model under onnxruntime's CPU provider."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     return np.asarray(session.run(None, {session.get_inputs()[0].name: inputs})[0])
 
 

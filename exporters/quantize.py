@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 from edge_sdk.data.orl import load_orl
 from edge_sdk.fileio import atomic_write
 from edge_sdk.kit.kit import Kit
+from edge_sdk.runtime import cpu_session
 from exporters.onnx_export import run_onnx
 
 __all__ = ["QuantizationReport", "quantize_encoder"]
@@ -59,7 +59,7 @@ def quantize_encoder(kit: Kit, fp32_path: str | Path, int8_path: str | Path) -> 
     """
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     calibration = load_orl("public-train", spec=kit.spec).images.numpy()
-    name = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    name = cpu_session(fp32_path).get_inputs()[0].name
     atomic_write(
         int8_path,
         lambda tmp: quantize_static(

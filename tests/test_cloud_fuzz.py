@@ -40,7 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     store = Store(url)
     key = store.create_api_key("fuzzer")
     store.dispose()
-    with local_server(url, log=folder / "server.log") as base:
+    with local_server(url, log=folder / "server.log", extra_args=("--no-verify-uploads",)) as base:
         yield base, key
 
 

@@ -77,7 +77,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     url = f"sqlite:///{folder / 'cloud.db'}"
     key = create_key(url, "device-1")
     log = folder / "server.log"
-    with local_server(url, log=log) as base:
+    with local_server(url, log=log, extra_args=("--no-verify-uploads",)) as base:
         store = Store(url)
         yield Cloud(base=base, key=key, store=store, database_url=url, log=log)
         store.dispose()
@@ -343,7 +343,7 @@ def test_restart_keeps_keys_samples_heads_and_models(cloud: Cloud, tmp_path: Pat
         active = client.version()["active_head_id"]
         models = httpx.get(cloud.base + "/v1/models", headers={"X-API-Key": cloud.key}).json()
     with (
-        local_server(cloud.database_url, log=tmp_path / "restart.log") as base,
+        local_server(cloud.database_url, log=tmp_path / "restart.log", extra_args=("--no-verify-uploads",)) as base,
         CloudClient(base, api_key=cloud.key) as client,
     ):
         assert client.dataset("pose-public") == summary

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from cloud_helpers import linear_classifier_onnx
 from cloud_stub import ConflictError, ModelRejectedError, ServerSettings, Store
 from cloud_stub.heads import ServedHead, fit_head, head_from_bytes, head_to_bytes
-from cloud_stub.training import TrainingWorker
+from cloud_stub.training import BackgroundWorker
 from cloud_stub.uploads import check_onnx_model
 from conftest import TINY
 from edge_sdk.cli import app
@@ -245,7 +245,7 @@ def test_worker_resumes_a_job_left_running_by_a_stopped_server(tmp_path: Path) -
     store.update_job(job, status="running")  # the server died mid-job
     failing = store.create_job("missing", {"epochs": 2, "seed": 0, "validation_fraction": 0.2, "activate": True})
     served = ServedHead()
-    worker = TrainingWorker(store, arch=TINY, served=served)
+    worker = BackgroundWorker(store, arch=TINY, served=served)
     worker.start()
     worker.stop()
     record = store.job(job)

@@ -42,6 +42,18 @@ def serve(
     torch_threads: Annotated[
         int | None, typer.Option(min=1, help="Threads for inference and training.", envvar=f"{ENV_PREFIX}TORCH_THREADS")
     ] = None,
+    verify_uploads: Annotated[
+        bool | None,
+        typer.Option(
+            "--verify-uploads/--no-verify-uploads",
+            help="Verify uploaded models in the background.",
+            envvar=f"{ENV_PREFIX}VERIFY_UPLOADS",
+        ),
+    ] = None,
+    verify_budget: Annotated[
+        str | None,
+        typer.Option(help="'standard' (benchmarked) or 'quick' verification.", envvar=f"{ENV_PREFIX}VERIFY_BUDGET"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the head on crafted features, collect labelled features, train heads, take model uploads.
@@ -56,8 +68,12 @@ def serve(
 
     settings = ServerSettings()
     flags: dict[str, Any] = {"database_url": database_url, "kit": kit, "max_request_bytes": max_request_bytes,
-             "max_model_bytes": max_model_bytes, "max_batch": max_batch, "torch_threads": torch_threads}  # fmt: skip
-    settings = replace(settings, **{k: v for k, v in flags.items() if v is not None})
+             "max_model_bytes": max_model_bytes, "max_batch": max_batch, "torch_threads": torch_threads,
+                             "verify_uploads": verify_uploads, "verify_budget": verify_budget}  # fmt: skip
+    try:
+        settings = replace(settings, **{k: v for k, v in flags.items() if v is not None})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     app = create_app(settings)
     typer.echo(f"cloud stub: database {app.state.store.url.render_as_string(hide_password=True)}, "
                f"serving head {app.state.served.head_id} on http://{host}:{port}")  # fmt: skip

@@ -1,0 +1,29 @@
+"""Is an uploaded classifier vicious? Tasks and data, Algorithm 1, reconstruction risk, the detector, defences.
+
+One idea per module: :mod:`~cloud_stub.verification.tasks` (claimed tasks and their
+data), :mod:`~cloud_stub.verification.networks` and :mod:`~cloud_stub.verification.vicious`
+(honest and vicious training, decoders from outputs), :mod:`~cloud_stub.verification.risk`
+(R, Eq. 6), :mod:`~cloud_stub.verification.onnx_torch` (uploads made trainable),
+:mod:`~cloud_stub.verification.detector` (signals and verdict),
+:mod:`~cloud_stub.verification.defences` (output post-processing, SSD) and
+:mod:`~cloud_stub.verification.verify` (``verify_onnx``, the entry point of the CLI and the
+service; import it from there, it depends on :mod:`cloud_stub.uploads`).
+"""
+
+from cloud_stub.verification.detector import DetectorConfig, VerificationReport, verify_classifier
+from cloud_stub.verification.onnx_torch import UnsupportedOnnxError, onnx_to_torch
+from cloud_stub.verification.risk import MahalanobisMetric, reconstruction_risk
+from cloud_stub.verification.tasks import MODEL_TASKS, TaskDataError, load_task_data
+
+__all__ = [
+    "MODEL_TASKS",
+    "DetectorConfig",
+    "MahalanobisMetric",
+    "TaskDataError",
+    "UnsupportedOnnxError",
+    "VerificationReport",
+    "load_task_data",
+    "onnx_to_torch",
+    "reconstruction_risk",
+    "verify_classifier",
+]

@@ -1,0 +1,207 @@
+"""Vicious-classifier detection and output defences on Fashion-MNIST and ORL pose.
+
+    .venv/bin/python benchmarks/vicious_detection.py --tasks fashion-mnist \
+        --out benchmarks/results/vicious_detection_fashion-mnist.json
+
+Per task: trains honest (beta_R = 0) and vicious (paper Algorithm 1, beta_R/beta_C = 1
+and 3) classifiers with different seeds, exports each to ONNX and verifies the upload
+the way the cloud stub does (``onnx_to_torch`` then ``verify_classifier``). The probe
+margin is calibrated first on separate honest models (largest honest PSNR gap plus
+0.25 dB). Reports per model: accuracy, the attacker's own decoder (PSNR, SSIM, R),
+v and C (fine-tune signal), output entropy, probe PSNR and gap, verdict and seconds;
+ROC AUC and TPR/FPR of the probe gap and of v at their thresholds; and, for one
+vicious model per task, reconstruction by an adaptive decoder trained on the released
+outputs (log-probabilities for every released distribution) under each output defence,
+with the accuracy left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cloud_stub.verification.defences import SSD, argmax_only, noisy, round_digits, top_k
+from cloud_stub.verification.detector import DetectorConfig, verify_classifier
+from cloud_stub.verification.onnx_torch import onnx_to_torch
+from cloud_stub.verification.risk import MahalanobisMetric
+from cloud_stub.verification.tasks import MODEL_TASKS, load_task_data
+from cloud_stub.verification.vicious import (
+    ViciousConfig,
+    classifier_outputs,
+    reconstruction_quality,
+    train_output_decoder,
+    train_vicious,
+)
+
+BUDGETS: dict[str, dict[str, Any]] = {
+    "fashion-mnist": {"model": {"train_samples": 12000, "epochs": 2, "batch_size": 128}},
+    "orl-pose": {"model": {"epochs": 40, "batch_size": 32}},
+}  # fmt: skip
+TEST_MODELS = [(0.0, 0), (0.0, 1), (0.0, 2), (0.0, 3), (0.0, 4), (1.0, 0), (1.0, 1), (3.0, 2), (3.0, 3), (3.0, 4)]
+CALIBRATION_SEEDS = [100, 101, 102]
+
+
+def _onnx_round_trip(model: torch.nn.Module, shape: tuple[int, ...]) -> torch.nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model.eval(), (torch.rand(2, *shape),), dynamo=True,
+                                    dynamic_shapes=({0: "batch"},), verbose=False)  # fmt: skip
+    assert program is not None
+    return onnx_to_torch(program.model_proto.SerializeToString())
+
+
+def _auc(honest: list[float], vicious: list[float]) -> float:
+    """Probability that a vicious model scores above an honest one (ties count half)."""
+    pairs = [(v > h) + 0.5 * (v == h) for v in vicious for h in honest]
+    return float(np.mean(pairs))
+
+
+def _defences(task: str, models: Any, metric: MahalanobisMetric, config: DetectorConfig) -> list[dict[str, Any]]:
+    data = load_task_data(task)
+    train_x, train_y = data.train_images[: config.probe_samples], data.train_labels[: config.probe_samples]
+    test_x, test_y = data.test_images[: config.heldout_samples], data.test_labels[: config.heldout_samples]
+    logits_train, logits_test = (
+        classifier_outputs(models.classifier, train_x),
+        classifier_outputs(models.classifier, test_x),
+    )
+    p_train, p_test = torch.softmax(logits_train, 1), torch.softmax(logits_test, 1)
+    ssd = SSD.fit(p_train, train_y)
+    defences = {
+        "logits (no defence)": lambda p, logits: logits,
+        "softmax": lambda p, logits: p,
+        "round 2 digits": lambda p, logits: round_digits(p, 2),
+        "round 1 digit": lambda p, logits: round_digits(p, 1),
+        "top-2": lambda p, logits: top_k(p, 2),
+        "argmax only": lambda p, logits: argmax_only(p),
+        "gaussian 0.05": lambda p, logits: noisy(p, 0.05, seed=1),
+        "laplace 0.05": lambda p, logits: noisy(p, 0.05, kind="laplace", seed=1),
+        "SSD eps 0.5": lambda p, logits: ssd(p),
+    }
+    rows = []
+    for name, defend in defences.items():
+        released_train, released_test = defend(p_train, logits_train).float(), defend(p_test, logits_test).float()
+        if name != "logits (no defence)":
+            # The attacker decodes log-probabilities: for plain softmax that is the logits
+            # up to a per-sample shift, so the defence must do better than the softmax.
+            released_train, released_test = (torch.log(r.clamp_min(1e-6)) for r in (released_train, released_test))
+        decoder = train_output_decoder(released_train, train_x, steps=config.probe_steps, batch_size=config.probe_batch,
+                                       seed=config.seed)  # fmt: skip
+        quality = reconstruction_quality(decoder, released_test, test_x, metric)
+        accuracy = float((released_test.argmax(1) == test_y).float().mean())
+        rows.append({"defence": name, "accuracy": accuracy, **quality})
+        print(f"  {name:26s} acc {accuracy:.3f}  PSNR {quality['psnr']:.2f}  SSIM {quality['ssim']:.3f}  "
+              f"R {quality['risk']:.4f}", flush=True)  # fmt: skip
+    return rows
+
+
+def run_defences_only(task: str, out: Path) -> None:
+    """Recompute the defence table of an earlier run's JSON, keeping its detection results."""
+    previous = json.loads(out.read_text())
+    result = next(r for r in previous["results"] if r["task"] == task)
+    config = DetectorConfig(**result["detector"])
+    metric = MahalanobisMetric(load_task_data(task).train_images[: config.probe_samples])
+    defended = train_vicious(task, ViciousConfig(beta_r=3.0, seed=2, **BUDGETS[task]["model"]))
+    result["defences"] = _defences(task, defended, metric, config)
+    out.write_text(json.dumps(previous, indent=2) + "\n")
+    print(f"updated the defence table in {out}")
+
+
+def run_task(task: str) -> dict[str, Any]:
+    spec = MODEL_TASKS[task]
+    budget = BUDGETS[task]
+    config = DetectorConfig.for_task(task)
+    data = load_task_data(task)
+    metric = MahalanobisMetric(data.train_images[: config.probe_samples])
+    heldout_x = data.test_images[: config.heldout_samples]
+
+    def evaluate(beta_r: float, seed: int, detector: DetectorConfig) -> dict[str, Any]:
+        start = time.perf_counter()
+        trained = train_vicious(task, ViciousConfig(beta_r=beta_r, seed=seed, **budget["model"]))
+        train_seconds = time.perf_counter() - start
+        uploaded = _onnx_round_trip(trained.classifier, spec.input_shape)
+        report = verify_classifier(uploaded, task=task, config=detector)
+        outputs = classifier_outputs(trained.classifier, heldout_x)
+        own = reconstruction_quality(trained.decoder, outputs, heldout_x, metric) if beta_r > 0 else None
+        row = {"beta_r_over_beta_c": beta_r, "seed": seed, "accuracy": report.accuracy, "own_decoder": own,
+               "v": report.v, "cosine": report.cosine, "entropy": report.entropy, "probe": report.probe,
+               "psnr_gap_db": report.psnr_gap_db, "verdict": report.verdict, "train_seconds": train_seconds,
+               "verify_seconds": report.seconds, "timings": report.timings,
+               "reference_probe": report.reference_probe, "reference_entropy": report.reference_entropy}  # fmt: skip
+        print(f"{task} beta_R/beta_C={beta_r:g} seed={seed}: acc {report.accuracy:.3f} v {report.v:.4f} "
+              f"H {report.entropy:.3f} probe {report.probe['psnr']:.2f} dB gap {report.psnr_gap_db:+.2f} "
+              f"-> {report.verdict} (verify {report.seconds:.1f} s)", flush=True)  # fmt: skip
+        return row
+
+    calibration = [evaluate(0.0, seed, config) for seed in CALIBRATION_SEEDS]
+    margin = max(r["psnr_gap_db"] for r in calibration) + 0.25
+    calibrated = replace(config, psnr_margin_db=round(margin, 3))
+    print(f"{task}: calibrated probe margin {calibrated.psnr_margin_db} dB", flush=True)
+    rows = [evaluate(beta_r, seed, calibrated) for beta_r, seed in TEST_MODELS]
+    for row in rows:
+        row["verdict"] = "vicious" if row["psnr_gap_db"] > calibrated.psnr_margin_db else "honest"
+    honest = [r for r in rows if r["beta_r_over_beta_c"] == 0]
+    vicious = [r for r in rows if r["beta_r_over_beta_c"] > 0]
+    summary = {
+        "probe_auc": _auc([r["psnr_gap_db"] for r in honest], [r["psnr_gap_db"] for r in vicious]),
+        "probe_tpr": float(np.mean([r["verdict"] == "vicious" for r in vicious])),
+        "probe_fpr": float(np.mean([r["verdict"] == "vicious" for r in honest])),
+        "v_auc": _auc([r["v"] for r in honest], [r["v"] for r in vicious]),
+        "v_tpr": float(np.mean([r["v"] > config.v_threshold for r in vicious])),
+        "v_fpr": float(np.mean([r["v"] > config.v_threshold for r in honest])),
+        "entropy_auc": _auc([r["entropy"] for r in honest], [r["entropy"] for r in vicious]),
+        "median_verify_seconds": float(np.median([r["verify_seconds"] for r in rows])),
+    }
+    print(f"{task}: {summary}", flush=True)
+    print(f"{task}: output defences against an adaptive decoder (beta_R/beta_C = 3, seed 2)", flush=True)
+    defended = train_vicious(task, ViciousConfig(beta_r=3.0, seed=2, **budget["model"]))
+    defences = _defences(task, defended, metric, calibrated)
+    return {"task": task, "budget": budget, "detector": asdict(calibrated), "calibration": calibration,
+            "models": rows, "summary": summary, "defences": defences}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/vicious_detection.json"))
+    parser.add_argument("--tasks", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--defences-only", action="store_true", help="Redo only the defence table of --out.")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.defences_only:
+        for task in args.tasks:
+            run_defences_only(task, args.out)
+        return
+    results = [run_task(task) for task in args.tasks]
+    print()
+    for result in results:
+        print(f"### {result['task']}\n")
+        print("| beta_R/beta_C | seed | accuracy | attacker PSNR / SSIM / R | v | entropy | probe PSNR (gap) | verdict "
+              "| verify s |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in result["models"]:
+            own = r["own_decoder"]
+            attack = f"{own['psnr']:.2f} / {own['ssim']:.3f} / {own['risk']:.3f}" if own else "-"
+            print(f"| {r['beta_r_over_beta_c']:g} | {r['seed']} | {r['accuracy']:.3f} | {attack} | {r['v']:.4f} | "
+                  f"{r['entropy']:.3f} | {r['probe']['psnr']:.2f} ({r['psnr_gap_db']:+.2f}) | {r['verdict']} | "
+                  f"{r['verify_seconds']:.1f} |")  # fmt: skip
+        print(f"\nsummary: {json.dumps(result['summary'])}\n")
+        print("| defence | accuracy | PSNR | SSIM | R |\n|---|---|---|---|---|")
+        for d in result["defences"]:
+            print(f"| {d['defence']} | {d['accuracy']:.3f} | {d['psnr']:.2f} | {d['ssim']:.3f} | {d['risk']:.4f} |")
+        print()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"benchmark": "vicious_detection", "threads": args.threads, "results": results},
+                                   indent=2) + "\n")  # fmt: skip
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

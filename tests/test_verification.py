@@ -1,0 +1,195 @@
+"""Vicious-classifier verification: R, SSD, output defences, Algorithm 1 and the detector."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize
+from scipy.spatial.distance import mahalanobis
+from typer.testing import CliRunner
+
+from cloud_stub import Store
+from cloud_stub.heads import ServedHead
+from cloud_stub.training import BackgroundWorker
+from cloud_stub.verification.defences import SSD, argmax_only, noisy, round_digits, ssd_project, top_k
+from cloud_stub.verification.detector import DetectorConfig, verify_classifier
+from cloud_stub.verification.risk import MahalanobisMetric, reconstruction_risk
+from cloud_stub.verification.tasks import FASHION_MNIST_DIR, TaskData
+from cloud_stub.verification.vicious import ViciousConfig, reconstruction_loss, train_vicious
+from conftest import TINY
+from edge_sdk.cli import app
+
+# --- reconstruction risk -------------------------------------------------------------------------
+
+
+def test_reconstruction_risk_equals_a_hand_computation() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(400, 5)) @ rng.normal(size=(5, 5))  # correlated, full rank
+    x, x_rec = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    inverse = np.linalg.inv(np.cov(reference, rowvar=False))
+    mu = reference.mean(axis=0)
+    expected = np.mean(
+        [mahalanobis(a, mu, inverse) / mahalanobis(a, b, inverse) for a, b in zip(x, x_rec, strict=True)]
+    )
+    metric = MahalanobisMetric(torch.from_numpy(reference), shrinkage=0.0)
+    assert reconstruction_risk(torch.from_numpy(x), torch.from_numpy(x_rec), metric) == pytest.approx(
+        expected, rel=1e-9
+    )
+
+
+def test_shrinkage_makes_a_singular_covariance_usable() -> None:
+    reference = torch.rand(10, 64)  # fewer samples than pixels: singular covariance
+    metric = MahalanobisMetric(reference, shrinkage=0.2)
+    d = metric.distance(reference[:3], reference[3:6])
+    assert torch.isfinite(d).all() and (d > 0).all()
+    closer = reconstruction_risk(reference[:3], reference[:3] + 0.01, metric)
+    farther = reconstruction_risk(reference[:3], reference[:3] + 0.1, metric)
+    assert closer > farther  # better reconstructions carry more risk
+
+
+# --- SSD and the simple defences ----------------------------------------------------------------
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+
+def _slsqp(f: np.ndarray, q: np.ndarray, delta: float) -> np.ndarray:
+    constraints = [{"type": "eq", "fun": lambda p: p.sum() - 1},
+                   {"type": "ineq", "fun": lambda p: delta - np.abs(p - f).sum()}]  # fmt: skip
+    result = minimize(lambda p: _kl(np.clip(p, 1e-300, None), q), x0=f, method="SLSQP", bounds=[(0, 1)] * len(f),
+                      constraints=constraints, options={"ftol": 1e-14, "maxiter": 1000})  # fmt: skip
+    return np.asarray(result.x)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ssd_closed_form_meets_its_budget_and_beats_a_generic_solver(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    classes = int(rng.integers(3, 11))
+    f = rng.dirichlet(np.full(classes, 0.3))
+    q = rng.dirichlet(np.full(classes, 2.0))
+    delta = 0.5 * float(np.abs(q - f).sum())  # q itself is out of budget
+    p = ssd_project(torch.from_numpy(f)[None], torch.from_numpy(q)[None], torch.tensor([delta], dtype=torch.float64))[
+        0
+    ].numpy()
+    assert p.sum() == pytest.approx(1.0, abs=1e-12) and (p >= 0).all()
+    assert np.abs(p - f).sum() == pytest.approx(delta, abs=1e-12)
+    reference = np.clip(_slsqp(f, q, delta), 0, None)
+    reference /= reference.sum()
+    # SLSQP may overshoot the budget by ~1e-8; pull it back along the segment to f (stays feasible).
+    reference = f + (reference - f) * min(1.0, delta / np.abs(reference - f).sum())
+    assert np.abs(reference - f).sum() <= delta + 1e-12
+    assert _kl(p, q) <= _kl(reference, q) + 1e-9
+    assert _kl(p, q) == pytest.approx(_kl(reference, q), abs=1e-6)
+
+
+def test_ssd_returns_the_class_mean_within_budget_and_repeats_itself() -> None:
+    f = torch.tensor([[0.5, 0.3, 0.2]], dtype=torch.float64)
+    q = torch.tensor([[0.45, 0.35, 0.2]], dtype=torch.float64)
+    assert torch.equal(ssd_project(f, q, torch.tensor([0.5])), q)
+    probabilities = torch.softmax(torch.randn(50, 4), dim=1)
+    labels = probabilities.argmax(1)
+    ssd = SSD.fit(probabilities, labels)
+    first, again = ssd(probabilities), ssd(probabilities.clone())
+    assert torch.equal(first, again)  # the same query gets the same answer: averaging gains nothing
+    torch.testing.assert_close(first.sum(1), torch.ones(50), atol=1e-6, rtol=0)
+    entropy = -(probabilities.double() * probabilities.double().log()).sum(1)
+    assert ((first.double() - probabilities.double()).abs().sum(1) <= 0.5 * entropy + 1e-6).all()
+
+
+def test_simple_defences_release_distributions() -> None:
+    p = torch.softmax(torch.randn(20, 5), dim=1)
+    for released in (top_k(p, 2), argmax_only(p), noisy(p, 0.05), noisy(p, 0.05, kind="laplace")):
+        torch.testing.assert_close(released.sum(1), torch.ones(20))
+        assert (released >= 0).all()
+    assert ((top_k(p, 2) > 0).sum(1) == 2).all()
+    assert torch.equal(argmax_only(p).argmax(1), p.argmax(1))
+    assert torch.equal(noisy(p, 0.05, seed=3), noisy(p, 0.05, seed=3))
+    assert (round_digits(p, 1) * 10 - torch.round(round_digits(p, 1) * 10)).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="kind"):
+        noisy(p, 0.1, kind="uniform")
+
+
+# --- Algorithm 1 and the detector ---------------------------------------------------------------
+
+
+def _blobs(n: int, seed: int) -> TaskData:
+    """Tiny images whose class sets a bright square's position: learnable and reconstructable."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    images = 0.2 * torch.rand(n, 1, 28, 28, generator=g)
+    for i, y in enumerate(labels.tolist()):
+        r, c = 2 + 5 * (y // 5), 2 + 5 * (y % 5)
+        images[i, 0, r : r + 6, c : c + 6] += 0.6 + 0.2 * torch.rand(1, generator=g)
+    return TaskData(images[: n - 64], labels[: n - 64], images[n - 64 :], labels[n - 64 :])
+
+
+def test_joint_training_lowers_the_reconstruction_loss() -> None:
+    data = _blobs(400, 0)
+    models = train_vicious("fashion-mnist", ViciousConfig(beta_r=1.0, epochs=4, width=8, batch_size=32), data=data)
+    untrained = train_vicious("fashion-mnist", ViciousConfig(beta_r=1.0, epochs=0 + 1, width=8, lr=0.0), data=data)
+    x = data.test_images
+    with torch.no_grad():
+        loss = float(reconstruction_loss(models.decoder(models.classifier(x)), x, alpha=1.0, gamma=1.0))
+        initial = float(reconstruction_loss(untrained.decoder(untrained.classifier(x)), x, alpha=1.0, gamma=1.0))
+    assert loss < 0.8 * initial
+    assert models.history[-1]["val_reconstruction"] < models.history[0]["val_reconstruction"]
+    honest = train_vicious("fashion-mnist", ViciousConfig(beta_r=0.0, epochs=4, width=8, batch_size=32), data=data)
+    assert honest.history[-1]["val_accuracy"] > 0.9
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian package dataset-fashion-mnist is not installed")
+def test_detector_separates_an_honest_from_a_vicious_model() -> None:
+    torch.set_num_threads(2)
+    budget = {"train_samples": 3000, "epochs": 3, "seed": 3}
+    honest = train_vicious("fashion-mnist", ViciousConfig(beta_r=0.0, **budget)).classifier
+    vicious = train_vicious("fashion-mnist", ViciousConfig(beta_r=3.0, **budget)).classifier
+    config = DetectorConfig(probe_samples=3000, probe_steps=300, heldout_samples=1000, reference_epochs=3)
+    honest_report = verify_classifier(honest, task="fashion-mnist", config=config)
+    vicious_report = verify_classifier(vicious, task="fashion-mnist", config=config)
+    assert (honest_report.verdict, vicious_report.verdict) == ("honest", "vicious")
+    assert vicious_report.psnr_gap_db > honest_report.psnr_gap_db + 0.3
+    assert vicious_report.to_json()["data"]["finetune_images"] == config.finetune_samples
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian package dataset-fashion-mnist is not installed")
+def test_the_service_worker_verifies_an_upload_and_the_cli_gives_the_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real pipeline (ONNX bytes -> checks -> converter -> detector -> stored report), on a small budget."""
+    small = DetectorConfig(probe_samples=2000, probe_steps=100, heldout_samples=500, reference_epochs=1)
+    monkeypatch.setattr(DetectorConfig, "for_task", classmethod(lambda cls, task, budget="standard": small))
+    torch.set_num_threads(2)
+    classifier = train_vicious("fashion-mnist", ViciousConfig(train_samples=2000, epochs=1, width=8)).classifier
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(classifier.eval(), (torch.rand(2, 1, 28, 28),), dynamo=True,
+                                    dynamic_shapes=({0: "batch"},), verbose=False)  # fmt: skip
+    assert program is not None
+    data = program.model_proto.SerializeToString()
+    store = Store(f"sqlite:///{tmp_path / 'v.db'}")
+    key_id = store.check_api_key(store.create_api_key("operator"))
+    assert key_id is not None
+    model_id, _ = store.add_model(data, name="m.onnx", task="fashion-mnist", summary={}, api_key_id=key_id,
+                                  idempotency_key=None)  # fmt: skip
+    worker = BackgroundWorker(store, arch=TINY, served=ServedHead(), threads=2)
+    worker.start()  # picks up the unverified upload, as after a restart
+    worker.stop(timeout=300)
+    record = store.model(model_id)
+    assert record["status"] == "verified", record["report"]
+    report = record["report"]
+    assert report["verdict"] in ("honest", "vicious") and report["model"]["operators"]
+    assert set(report) >= {"v", "cosine", "entropy", "probe", "reference_probe", "psnr_gap_db", "rule", "seconds"}
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data)
+    result = CliRunner().invoke(app, ["cloud", "verify", str(path), "--task", "fashion-mnist", "--out",
+                                      str(tmp_path / "r.json")])  # fmt: skip
+    assert result.exit_code == (3 if "verdict: vicious" in result.output else 0), result.output
+    assert "decoder probe PSNR" in result.output and (tmp_path / "r.json").exists()
+    refused = CliRunner().invoke(app, ["cloud", "verify", str(tmp_path / "r.json"), "--task", "fashion-mnist"])
+    assert refused.exit_code == 2 and "not an ONNX model" in refused.output
