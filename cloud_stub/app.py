@@ -197,7 +197,7 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
     active = store.active_head_id()
     served = ServedHead() if active is None else ServedHead(head_from_bytes(store.head_state(active), arch), active)
     worker = BackgroundWorker(store, arch=arch, served=served, threads=settings.torch_threads,
-                              verify_budget=settings.verify_budget)  # fmt: skip
+                              verify_uploads=settings.verify_uploads, verify_budget=settings.verify_budget)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -347,7 +347,7 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
         model_id, replayed = store.add_model(body, name=name, task=task, summary=summary, api_key_id=key_id,
                                              idempotency_key=idempotency_key)  # fmt: skip
         record = store.model(model_id)
-        if settings.verify_uploads and not replayed:
+        if worker.verify_uploads and not replayed:
             worker.submit_verification(model_id)
         return ModelOut(**record, replayed=replayed)
 

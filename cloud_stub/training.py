@@ -34,9 +34,17 @@ class BackgroundWorker:
     """
 
     def __init__(
-        self, store: Store, *, arch: Architecture, served: ServedHead, threads: int = 1, verify_budget: str = "standard"
+        self,
+        store: Store,
+        *,
+        arch: Architecture,
+        served: ServedHead,
+        threads: int = 1,
+        verify_uploads: bool = True,
+        verify_budget: str = "standard",
     ) -> None:
         self.store = store
+        self.verify_uploads = verify_uploads
         self.verify_budget = verify_budget
         self.arch = arch
         self.served = served
@@ -49,8 +57,9 @@ class BackgroundWorker:
         for job_id in self.store.unfinished_jobs():
             self.store.update_job(job_id, status="queued", started_at=None)
             self._queue.put(("train", job_id))
-        for model_id in self.store.models_to_verify():
-            self._queue.put(("verify", model_id))
+        if self.verify_uploads:
+            for model_id in self.store.models_to_verify():
+                self._queue.put(("verify", model_id))
         self._thread = threading.Thread(target=self._loop, name="cloud-worker", daemon=True)
         self._thread.start()
 
