@@ -376,11 +376,7 @@ class Store:
         Raises:
             NotFoundError: No such head.
         """
-        with self.engine.connect() as conn:
-            state = conn.execute(select(heads.c.state).where(heads.c.id == head_id)).scalar_one_or_none()
-        if state is None:
-            raise NotFoundError(f"no head {head_id}")
-        return bytes(state)
+        return self._blob(heads.c.state, heads.c.id, head_id, what="head")
 
     def list_heads(self) -> list[dict[str, Any]]:
         """Every stored head without its weights, oldest first."""
@@ -567,10 +563,13 @@ class Store:
         Raises:
             NotFoundError: No such model.
         """
+        return self._blob(uploaded_models.c.onnx, uploaded_models.c.id, model_id, what="uploaded model")
+
+    def _blob(self, column: Any, id_column: Any, ident: int, *, what: str) -> bytes:
         with self.engine.connect() as conn:
-            data = conn.execute(select(uploaded_models.c.onnx).where(uploaded_models.c.id == model_id)).scalar()
+            data = conn.execute(select(column).where(id_column == ident)).scalar_one_or_none()
         if data is None:
-            raise NotFoundError(f"no uploaded model {model_id}")
+            raise NotFoundError(f"no {what} {ident}")
         return bytes(data)
 
     def models_to_verify(self) -> list[int]:

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.jobs import FolderJobResult
 
-__all__ = ["EXIT_BAD_INPUT", "handle_errors"]
+__all__ = ["EXIT_BAD_INPUT", "EncoderOnnxOption", "FolderArgument", "KitOption", "OutOption", "handle_errors"]
 
 EXIT_BAD_INPUT = 2
+
+# The options the folder commands share, declared once.
+FolderArgument = Annotated[
+    Path, typer.Argument(help="Folder of .png/.jpg/.jpeg/.pgm face images (searched recursively).")
+]
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output .npz (features, files, config).")]
+KitOption = Annotated[Path | None, typer.Option(help="Kit folder; the bundled default kit if omitted.")]
+EncoderOnnxOption = Annotated[
+    Path | None, typer.Option(help="Exported encoder (.onnx) to run under onnxruntime instead of torch.")
+]
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from edge_sdk.cli._common import handle_errors, report_job
+from edge_sdk.cli._common import EncoderOnnxOption, FolderArgument, KitOption, OutOption, handle_errors, report_job
 from edge_sdk.client import CloudClient
 from edge_sdk.crafting.cache import RepeatCache
 from edge_sdk.crafting.crafter import Crafter, CrafterConfig
@@ -27,12 +27,10 @@ _PRESETS: dict[str, Callable[[], CrafterConfig]] = {"default": CrafterConfig, "p
 
 @handle_errors
 def craft(
-    folder: Annotated[Path, typer.Argument(help="Folder of .png/.jpg/.jpeg/.pgm face images (searched recursively).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz (features, files, config).")],
-    kit: Annotated[Path | None, typer.Option(help="Kit folder; the bundled default kit if omitted.")] = None,
-    encoder_onnx: Annotated[
-        Path | None, typer.Option(help="Exported encoder (.onnx) to run under onnxruntime instead of torch.")
-    ] = None,
+    folder: FolderArgument,
+    out: OutOption,
+    kit: KitOption = None,
+    encoder_onnx: EncoderOnnxOption = None,
     preset: Annotated[
         str, typer.Option(help="'default' (fast, measured) or 'paper' (the paper's settings).")
     ] = "default",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 
-from edge_sdk.cli._common import handle_errors, report_job
+from edge_sdk.cli._common import EncoderOnnxOption, FolderArgument, KitOption, OutOption, handle_errors, report_job
 from edge_sdk.data.folder import FolderImages
 from edge_sdk.jobs import run_folder_job
 from edge_sdk.kit import load_kit
@@ -19,12 +18,10 @@ __all__ = ["encode"]
 
 @handle_errors
 def encode(
-    folder: Annotated[Path, typer.Argument(help="Folder of .png/.jpg/.jpeg/.pgm face images (searched recursively).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz (features, files, config).")],
-    kit: Annotated[Path | None, typer.Option(help="Kit folder; the bundled default kit if omitted.")] = None,
-    encoder_onnx: Annotated[
-        Path | None, typer.Option(help="Exported encoder (.onnx) to run under onnxruntime instead of torch.")
-    ] = None,
+    folder: FolderArgument,
+    out: OutOption,
+    kit: KitOption = None,
+    encoder_onnx: EncoderOnnxOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images encoded at a time.")] = 32,
     restart: Annotated[bool, typer.Option(help="Discard unfinished work of an interrupted run.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
