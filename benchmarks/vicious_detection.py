@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from cloud_stub.verification.vicious import (
     train_output_decoder,
     train_vicious,
 )
+from exporters.onnx_export import module_to_onnx
 
 BUDGETS: dict[str, dict[str, Any]] = {
     "fashion-mnist": {"model": {"train_samples": 12000, "epochs": 2, "batch_size": 128}},
@@ -50,12 +50,7 @@ CALIBRATION_SEEDS = [100, 101, 102]
 
 
 def _onnx_round_trip(model: torch.nn.Module, shape: tuple[int, ...]) -> torch.nn.Module:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(model.eval(), (torch.rand(2, *shape),), dynamo=True,
-                                    dynamic_shapes=({0: "batch"},), verbose=False)  # fmt: skip
-    assert program is not None
-    return onnx_to_torch(program.model_proto.SerializeToString())
+    return onnx_to_torch(module_to_onnx(model, torch.rand(2, *shape)))
 
 
 def _auc(honest: list[float], vicious: list[float]) -> float:

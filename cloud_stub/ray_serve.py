@@ -14,8 +14,6 @@ Run it with Ray's CLI::
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
-from pathlib import Path
 from typing import Any
 
 from cloud_stub.settings import ServerSettings
@@ -68,19 +66,5 @@ def app_builder(args: dict[str, str]) -> Any:
     args = dict(args)
     num_replicas = int(args.pop("num_replicas", 2))
     cpus = float(args.pop("cpus_per_replica", 1.0))
-    known = {f.name for f in fields(ServerSettings)}
-    unknown = sorted(set(args) - known)
-    if unknown:
-        raise ValueError(f"unknown settings {unknown}; choose from {sorted(known)}")
-    values: dict[str, Any] = {}
-    for name, raw in args.items():
-        if name == "kit":
-            values[name] = Path(raw)
-        elif name in ("database_url", "verify_budget"):
-            values[name] = raw
-        elif name == "verify_uploads":
-            values[name] = raw.lower() in ("1", "true", "yes")
-        else:
-            values[name] = int(raw)
-    return build_deployment(replace(ServerSettings.from_env(), **values), num_replicas=num_replicas,
-                            cpus_per_replica=cpus)  # fmt: skip
+    settings = ServerSettings.from_strings(args, base=ServerSettings.from_env())
+    return build_deployment(settings, num_replicas=num_replicas, cpus_per_replica=cpus)

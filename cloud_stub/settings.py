@@ -51,29 +51,41 @@ class ServerSettings:
             raise ValueError(f"verify_budget must be 'standard' or 'quick', got {self.verify_budget!r}")
 
     @classmethod
+    def from_strings(
+        cls, values: dict[str, str], *, base: ServerSettings | None = None, source: str = ""
+    ) -> ServerSettings:
+        """Settings from text values by field name (environment variables, ``key=value`` arguments).
+
+        Raises:
+            ValueError: An unknown field, or a value of the wrong type (``source`` prefixes the name).
+        """
+        settings = base or cls()
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown settings {unknown}; choose from {sorted(known)}")
+        parsed: dict[str, Any] = {}
+        for name, raw in values.items():
+            default = getattr(cls(), name)
+            label = f"{source}{name.upper()}" if source else name
+            if isinstance(default, bool):
+                if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(f"{label} must be true or false, got {raw!r}")
+                parsed[name] = raw.lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
+                try:
+                    parsed[name] = int(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{label} must be an integer, got {raw!r}") from exc
+            elif name == "kit":
+                parsed[name] = Path(raw) if raw else None
+            else:
+                parsed[name] = raw
+        return replace(settings, **parsed)
+
+    @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServerSettings:
         """Settings from ``EDGE_CLOUD_*`` variables (``EDGE_CLOUD_DATABASE_URL`` ...), defaults otherwise."""
         env = os.environ if environ is None else environ
-        settings = cls()
-        values: dict[str, Any] = {}
-        for field in fields(cls):
-            raw = env.get(ENV_PREFIX + field.name.upper())
-            if raw is None:
-                continue
-            default = getattr(settings, field.name)
-            value: object
-            if isinstance(default, bool):
-                if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(f"{ENV_PREFIX}{field.name.upper()} must be true or false, got {raw!r}")
-                value = raw.lower() in ("1", "true", "yes")
-            elif isinstance(default, int):
-                try:
-                    value = int(raw)
-                except ValueError as exc:
-                    raise ValueError(f"{ENV_PREFIX}{field.name.upper()} must be an integer, got {raw!r}") from exc
-            elif field.name == "kit":
-                value = Path(raw) if raw else None
-            else:
-                value = raw
-            values[field.name] = value
-        return replace(settings, **values)
+        values = {f.name: env[ENV_PREFIX + f.name.upper()] for f in fields(cls) if ENV_PREFIX + f.name.upper() in env}
+        return cls.from_strings(values, source=ENV_PREFIX)

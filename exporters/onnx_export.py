@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,16 @@ from edge_sdk.fileio import atomic_write
 from edge_sdk.kit.kit import Kit
 from edge_sdk.runtime import cpu_session
 
-__all__ = ["EXPORTABLE", "ExportReport", "ParityError", "check_parity", "export_component", "parity_inputs", "run_onnx"]
+__all__ = [
+    "EXPORTABLE",
+    "ExportReport",
+    "ParityError",
+    "check_parity",
+    "export_component",
+    "module_to_onnx",
+    "parity_inputs",
+    "run_onnx",
+]
 
 EXPORTABLE = ("encoder", "head", "amortizer", "generator")
 RTOL, ATOL = 1e-3, 1e-5
@@ -67,6 +77,24 @@ def parity_inputs(kit: Kit, component: str, *, count: int = 16) -> torch.Tensor:
     return images if component == "encoder" else kit.encode(images)
 
 
+def module_to_onnx(module: torch.nn.Module, example: torch.Tensor, *, opset: int = 18) -> onnx.ModelProto:
+    """Export a single-input module with torch's default exporter and a dynamic batch axis.
+
+    Example:
+        >>> model = module_to_onnx(torch.nn.Linear(3, 2), torch.zeros(2, 3))
+        >>> [n.op_type for n in model.graph.node]
+        ['Gemm']
+    """
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter narrates each stage
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module.eval(), (example,), dynamo=True, opset_version=opset, input_names=["input"],
+            output_names=["output"], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+        )  # fmt: skip
+    assert program is not None
+    return program.model_proto
+
+
 def run_onnx(path: str | Path, inputs: np.ndarray) -> np.ndarray:
     """Output of a single-input ONNX model under onnxruntime's CPU provider."""
     session = cpu_session(path)
@@ -104,16 +132,9 @@ def export_component(kit: Kit, component: str, path: str | Path, *, opset: int =
     start = time.perf_counter()
     path = Path(path)
     example = parity_inputs(kit, component, count=2)  # batch >= 2 keeps the batch axis symbolic
-    batch = torch.export.Dim("batch")
 
     def write(tmp: Path) -> None:
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each stage
-            program = torch.onnx.export(
-                module.eval(), (example,), dynamo=True, opset_version=opset, input_names=["input"],
-                output_names=["output"], dynamic_shapes=({0: batch},), verbose=False,
-            )  # fmt: skip
-        assert program is not None
-        model = program.model_proto
+        model = module_to_onnx(module, example, opset=opset)
         for key, value in (
             ("edge_sdk.component", component),
             ("edge_sdk.kit_manifest", json.dumps(kit.manifest.to_json(), sort_keys=True)),

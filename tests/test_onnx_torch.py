@@ -14,6 +14,7 @@ from torch import nn
 
 from cloud_stub.verification.onnx_torch import UnsupportedOnnxError, onnx_to_torch
 from edge_sdk.runtime import cpu_session
+from exporters.onnx_export import module_to_onnx
 
 
 def _cnn() -> nn.Module:
@@ -29,9 +30,7 @@ def _export(module: nn.Module, x: torch.Tensor, *, dynamo: bool) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
-            program = torch.onnx.export(module, (x,), dynamo=True, dynamic_shapes=({0: "batch"},), verbose=False)
-            assert program is not None
-            return program.model_proto.SerializeToString()
+            return module_to_onnx(module, x).SerializeToString()
         buffer = io.BytesIO()
         torch.onnx.export(module, (x,), buffer, dynamo=False, input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}})  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from cloud_stub.verification.tasks import FASHION_MNIST_DIR, TaskData
 from cloud_stub.verification.vicious import ViciousConfig, reconstruction_loss, train_vicious
 from conftest import TINY
 from edge_sdk.cli import app
+from exporters.onnx_export import module_to_onnx
 
 # --- reconstruction risk -------------------------------------------------------------------------
 
@@ -166,12 +166,7 @@ def test_the_service_worker_verifies_an_upload_and_the_cli_gives_the_verdict(
     monkeypatch.setattr(DetectorConfig, "for_task", classmethod(lambda cls, task, budget="standard": small))
     torch.set_num_threads(2)
     classifier = train_vicious("fashion-mnist", ViciousConfig(train_samples=2000, epochs=1, width=8)).classifier
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(classifier.eval(), (torch.rand(2, 1, 28, 28),), dynamo=True,
-                                    dynamic_shapes=({0: "batch"},), verbose=False)  # fmt: skip
-    assert program is not None
-    data = program.model_proto.SerializeToString()
+    data = module_to_onnx(classifier, torch.rand(2, 1, 28, 28)).SerializeToString()
     store = Store(f"sqlite:///{tmp_path / 'v.db'}")
     key_id = store.check_api_key(store.create_api_key("operator"))
     assert key_id is not None

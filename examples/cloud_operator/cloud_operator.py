@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -28,16 +27,12 @@ from edge_sdk.client import CloudClient
 from edge_sdk.crafting import Crafter, CrafterConfig
 from edge_sdk.data.orl import load_orl
 from edge_sdk.kit import load_kit
+from exporters.onnx_export import module_to_onnx
 
 
 def onnx_bytes(model: torch.nn.Module) -> bytes:
     """The classifier as the ONNX file a model developer would upload."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(model.eval(), (torch.rand(2, 1, 28, 28),), dynamo=True,
-                                    dynamic_shapes=({0: "batch"},), verbose=False)  # fmt: skip
-    assert program is not None
-    return program.model_proto.SerializeToString()
+    return module_to_onnx(model, torch.rand(2, 1, 28, 28)).SerializeToString()
 
 
 def wait_for_report(client: CloudClient, model_id: int, timeout: float = 900) -> dict[str, object]:
