@@ -30,7 +30,6 @@ import torch
 from cloud_stub.verification.defences import SSD, argmax_only, noisy, round_digits, top_k
 from cloud_stub.verification.detector import DetectorConfig, verify_classifier
 from cloud_stub.verification.onnx_torch import onnx_to_torch
-from cloud_stub.verification.risk import MahalanobisMetric
 from cloud_stub.verification.tasks import MODEL_TASKS, load_task_data
 from cloud_stub.verification.vicious import (
     ViciousConfig,
@@ -39,6 +38,7 @@ from cloud_stub.verification.vicious import (
     train_output_decoder,
     train_vicious,
 )
+from edge_sdk.metrics import MahalanobisMetric
 from exporters.onnx_export import module_to_onnx
 
 BUDGETS: dict[str, dict[str, Any]] = {

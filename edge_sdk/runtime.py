@@ -41,15 +41,18 @@ class TorchEncoder:
         return self.kit.encode(images)
 
 
-def cpu_session(model: str | Path | bytes) -> Any:
+def cpu_session(model: str | Path | bytes, *, threads: int | None = None) -> Any:
     """An onnxruntime CPU session whose threads do not busy-wait between calls.
 
     onnxruntime's threads spin after each run by default; on a small device the
     encoder shares the cores with crafting in torch, which must not wait for them.
+    ``threads`` sets the intra-op thread count (``None``: onnxruntime's default).
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     source = model if isinstance(model, bytes) else str(model)

@@ -29,7 +29,7 @@ COMMANDS = _command_paths(typer.main.get_command(app))  # type: ignore[arg-type]
 
 
 def test_every_expected_command_exists() -> None:
-    assert {("encode",), ("kit", "info"), ("kit", "train"), ("data", "orl-faces")} <= set(COMMANDS)
+    assert {("encode",), ("evaluate",), ("kit", "info"), ("kit", "train"), ("data", "orl-faces")} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "edge-sdk")

@@ -16,11 +16,11 @@ from cloud_stub.heads import ServedHead
 from cloud_stub.training import BackgroundWorker
 from cloud_stub.verification.defences import SSD, argmax_only, noisy, round_digits, ssd_project, top_k
 from cloud_stub.verification.detector import DetectorConfig, verify_classifier
-from cloud_stub.verification.risk import MahalanobisMetric, reconstruction_risk
 from cloud_stub.verification.tasks import FASHION_MNIST_DIR, TaskData
-from cloud_stub.verification.vicious import ViciousConfig, reconstruction_loss, train_vicious
+from cloud_stub.verification.vicious import ViciousConfig, augment_images, reconstruction_loss, train_vicious
 from conftest import TINY
 from edge_sdk.cli import app
+from edge_sdk.metrics import MahalanobisMetric, reconstruction_risk
 from exporters.onnx_export import module_to_onnx
 
 # --- reconstruction risk -------------------------------------------------------------------------
@@ -141,6 +141,18 @@ def test_joint_training_lowers_the_reconstruction_loss() -> None:
     assert models.history[-1]["val_reconstruction"] < models.history[0]["val_reconstruction"]
     honest = train_vicious("fashion-mnist", ViciousConfig(beta_r=0.0, epochs=4, width=8, batch_size=32), data=data)
     assert honest.history[-1]["val_accuracy"] > 0.9
+
+
+def test_augmentation_moves_images_within_range_and_keep_last_keeps_the_final_epoch() -> None:
+    x = torch.rand(8, 1, 28, 28)
+    moved = augment_images(x, generator=torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape and float(moved.min()) >= 0.0 and float(moved.max()) <= 1.0
+    assert not torch.allclose(moved, x)
+    assert torch.equal(moved, augment_images(x, generator=torch.Generator().manual_seed(0)))
+    data = _blobs(200, 1)
+    config = ViciousConfig(beta_r=1.0, epochs=3, width=4, batch_size=32, augment=True, keep="last")
+    models = train_vicious("fashion-mnist", config, data=data)
+    assert models.best_epoch == 2 and len(models.history) == 3
 
 
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian package dataset-fashion-mnist is not installed")

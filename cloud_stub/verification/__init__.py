@@ -2,8 +2,8 @@
 
 One idea per module: :mod:`~cloud_stub.verification.tasks` (claimed tasks and their
 data), :mod:`~cloud_stub.verification.networks` and :mod:`~cloud_stub.verification.vicious`
-(honest and vicious training, decoders from outputs), :mod:`~cloud_stub.verification.risk`
-(R, Eq. 6), :mod:`~cloud_stub.verification.onnx_torch` (uploads made trainable),
+(honest and vicious training, decoders from outputs; R, Eq. 6, is :mod:`edge_sdk.metrics`),
+:mod:`~cloud_stub.verification.onnx_torch` (uploads made trainable),
 :mod:`~cloud_stub.verification.detector` (signals and verdict),
 :mod:`~cloud_stub.verification.defences` (output post-processing, SSD) and
 :mod:`~cloud_stub.verification.verify` (``verify_onnx``, the entry point of the CLI and the
@@ -12,8 +12,8 @@ service; import it from there, it depends on :mod:`cloud_stub.uploads`).
 
 from cloud_stub.verification.detector import DetectorConfig, VerificationReport, verify_classifier
 from cloud_stub.verification.onnx_torch import UnsupportedOnnxError, onnx_to_torch
-from cloud_stub.verification.risk import MahalanobisMetric, reconstruction_risk
 from cloud_stub.verification.tasks import MODEL_TASKS, TaskDataError, load_task_data
+from edge_sdk.metrics import MahalanobisMetric, reconstruction_risk
 
 __all__ = [
     "MODEL_TASKS",

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cloud_stub.verification.risk import MahalanobisMetric
 from cloud_stub.verification.tasks import MODEL_TASKS, load_task_data
 from cloud_stub.verification.vicious import (
     ViciousConfig,
@@ -37,6 +36,7 @@ from cloud_stub.verification.vicious import (
     train_output_decoder,
     train_vicious,
 )
+from edge_sdk.metrics import MahalanobisMetric
 
 __all__ = ["DetectorConfig", "VerificationReport", "fine_tune_divergence", "output_entropy", "verify_classifier"]
 

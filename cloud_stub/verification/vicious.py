@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cloud_stub.verification.networks import OutputDecoder, TaskClassifier
-from cloud_stub.verification.risk import MahalanobisMetric, reconstruction_risk
 from cloud_stub.verification.tasks import MODEL_TASKS, TaskData, load_task_data
-from edge_sdk.metrics import psnr, ssim
+from edge_sdk.metrics import MahalanobisMetric, psnr, reconstruction_risk, ssim
 
 __all__ = [
     "ViciousConfig",
     "ViciousModels",
+    "augment_images",
     "classifier_outputs",
     "reconstruction_loss",
     "reconstruction_quality",
@@ -49,6 +49,10 @@ class ViciousConfig:
         validation_fraction: Share of them held out for choosing the epoch.
         width: Base width of the classifier.
         seed: Seed of initialisation, split and batch order.
+        augment: Random shifts (up to 1/16 of the side) and brightness/contrast jitter of
+            the training images; lets a decoder trained on few images generalise.
+        keep: ``"best"`` keeps the epoch with the lowest validation objective,
+            ``"last"`` the final one (Algorithm 1 as printed: a fixed number of epochs).
     """
 
     beta_c: float = 1.0
@@ -62,6 +66,12 @@ class ViciousConfig:
     validation_fraction: float = 0.1
     width: int = 32
     seed: int = 0
+    augment: bool = False
+    keep: str = "best"
+
+    def __post_init__(self) -> None:
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
 
     @property
     def vicious(self) -> bool:
@@ -92,6 +102,27 @@ def classifier_outputs(model: torch.nn.Module, images: torch.Tensor, *, batch_si
     model.eval()
     with torch.no_grad():
         return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def augment_images(images: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by up to 1/16 of its side and jitter its contrast and brightness.
+
+    Example:
+        >>> x = torch.rand(4, 1, 16, 16)
+        >>> augment_images(x, generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([4, 1, 16, 16])
+    """
+    n = len(images)
+    shift = (torch.rand(n, 2, generator=generator) - 0.5) * (2 / 8)  # grid units: the side is 2
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    moved = F.grid_sample(images, grid, padding_mode="border", align_corners=False)
+    contrast = 0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=generator)
+    brightness = 0.2 * (torch.rand(n, 1, 1, 1, generator=generator) - 0.5)
+    mean = moved.mean(dim=(1, 2, 3), keepdim=True)
+    return ((moved - mean) * contrast + mean + brightness).clamp(0, 1)
 
 
 def _split(n: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,6 +168,8 @@ def train_vicious(
             if len(idx) < 2:
                 continue
             x, y = images[idx], labels[idx]
+            if config.augment:
+                x = augment_images(x, generator=generator)
             logits = classifier(x)
             loss = config.beta_c * F.cross_entropy(logits, y)
             if config.vicious:
@@ -159,7 +192,7 @@ def train_vicious(
         objective = config.beta_c * ce + config.beta_r * rec
         history.append({"epoch": epoch, "val_ce": ce, "val_reconstruction": rec, "val_accuracy": accuracy,
                         "val_objective": objective})  # fmt: skip
-        if best is None or objective <= best[0]:
+        if best is None or objective <= best[0] or config.keep == "last":
             best = (objective, epoch, copy.deepcopy(classifier.state_dict()), copy.deepcopy(decoder.state_dict()))
     assert best is not None
     classifier.load_state_dict(best[2])

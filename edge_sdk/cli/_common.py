@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
+from edge_sdk.crafting.crafter import CrafterConfig
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.jobs import FolderJobResult
 
-__all__ = ["EXIT_BAD_INPUT", "EncoderOnnxOption", "FolderArgument", "KitOption", "OutOption", "handle_errors"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EncoderOnnxOption",
+    "FolderArgument",
+    "KitOption",
+    "OutOption",
+    "PresetOption",
+    "crafter_config",
+    "handle_errors",
+]
 
 EXIT_BAD_INPUT = 2
 
@@ -25,7 +36,20 @@ KitOption = Annotated[Path | None, typer.Option(help="Kit folder; the bundled de
 EncoderOnnxOption = Annotated[
     Path | None, typer.Option(help="Exported encoder (.onnx) to run under onnxruntime instead of torch.")
 ]
+PresetOption = Annotated[str, typer.Option(help="'default' (fast, measured) or 'paper' (the paper's settings).")]
 F = TypeVar("F", bound=Callable[..., Any])
+
+_PRESETS: dict[str, Callable[[], CrafterConfig]] = {"default": CrafterConfig, "paper": CrafterConfig.paper}
+
+
+def crafter_config(preset: str, **overrides: Any) -> CrafterConfig:
+    """A preset's crafting configuration with the options the user gave (``None``: keep the preset's)."""
+    if preset not in _PRESETS:
+        raise typer.BadParameter(f"choose one of {', '.join(_PRESETS)}", param_hint="--preset")
+    try:
+        return replace(_PRESETS[preset](), **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def handle_errors(command: F) -> F:

