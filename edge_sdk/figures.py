@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-__all__ = ["image_grid", "plot_curves", "save_image_rows"]
+__all__ = ["image_grid", "plot_curves", "pyplot", "save_figure", "save_image_rows"]
 
 
 def image_grid(images: torch.Tensor, *, columns: int, pad: int = 2, scale: int = 2) -> Image.Image:
@@ -43,13 +44,28 @@ def save_image_rows(rows: Sequence[tuple[str, torch.Tensor]], path: str | Path, 
     return path
 
 
-def plot_curves(curves: Mapping[str, Sequence[float]], path: str | Path, *, title: str = "") -> Path:
-    """One subplot per named curve, saved as PNG."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the headless Agg backend (imported on first use: it is slow to import)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out, save as PNG and close a matplotlib figure."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)
+    return path
+
+
+def plot_curves(curves: Mapping[str, Sequence[float]], path: str | Path, *, title: str = "") -> Path:
+    """One subplot per named curve, saved as PNG."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
     for ax, (name, values) in zip(axes[0], curves.items(), strict=True):
         ax.plot(np.arange(1, len(values) + 1), values, linewidth=0.8)
@@ -57,8 +73,4 @@ def plot_curves(curves: Mapping[str, Sequence[float]], path: str | Path, *, titl
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

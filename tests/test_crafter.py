@@ -110,6 +110,36 @@ def test_crafter_z_releases_encoded_generator_outputs(tiny_kit: Kit) -> None:
     assert crafted_fit < raw_fit
 
 
+def _head_kl(kit: Kit, released: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    """KL(head(F0) || head(F)) per sample, computed here independently of the crafter."""
+    assert kit.head is not None
+    with torch.no_grad():
+        p, q = torch.softmax(kit.head(raw), 1), torch.softmax(kit.head(released), 1)
+    return (p * (p.log() - q.log())).sum(1)
+
+
+def test_head_utility_keeps_the_heads_answers_where_privacy_alone_does_not(tiny_kit: Kit) -> None:
+    images = _images(8)
+    assert tiny_kit.head is not None
+    with torch.no_grad():  # a random tiny head answers almost uniformly: sharpen it
+        for p in tiny_kit.head.parameters():
+            p.mul_(4.0)
+    base = replace(FAST, method="crafter-z", steps=40, latent_lr=0.05)
+    kept = Crafter(tiny_kit, replace(base, utility="head", beta=20.0)).craft(images=images)
+    free = Crafter(tiny_kit, replace(base, utility="head", beta=0.0)).craft(images=images)
+    assert (
+        _head_kl(tiny_kit, kept.features, kept.raw_features).mean()
+        < 0.5 * _head_kl(tiny_kit, free.features, free.raw_features).mean()
+    )
+    preset = CrafterConfig.head_z()
+    assert (preset.method, preset.utility, preset.beta, preset.steps) == ("crafter-z", "head", 1.0, 100)
+    with pytest.raises(ValueError, match="utility"):
+        CrafterConfig(utility="pixels")  # type: ignore[arg-type]
+    headless = replace(tiny_kit, head=None)
+    with pytest.raises(ValueError, match="needs a kit with a head"):
+        Crafter(headless, replace(base, utility="head")).craft(images=images)
+
+
 def test_bad_inputs_are_typed_errors(tiny_kit: Kit) -> None:
     crafter = Crafter(tiny_kit, FAST)
     with pytest.raises(TensorShapeError, match="exactly one"):

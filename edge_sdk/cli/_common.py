@@ -36,10 +36,20 @@ KitOption = Annotated[Path | None, typer.Option(help="Kit folder; the bundled de
 EncoderOnnxOption = Annotated[
     Path | None, typer.Option(help="Exported encoder (.onnx) to run under onnxruntime instead of torch.")
 ]
-PresetOption = Annotated[str, typer.Option(help="'default' (fast, measured) or 'paper' (the paper's settings).")]
+PresetOption = Annotated[
+    str,
+    typer.Option(
+        help="'default' (fast, measured), 'paper' (the paper's settings) or 'head-z' (Crafter-z keeping the "
+        "head's answers: on the generator's range, resists decoder attacks)."
+    ),
+]
 F = TypeVar("F", bound=Callable[..., Any])
 
-_PRESETS: dict[str, Callable[[], CrafterConfig]] = {"default": CrafterConfig, "paper": CrafterConfig.paper}
+_PRESETS: dict[str, Callable[[], CrafterConfig]] = {
+    "default": CrafterConfig,
+    "paper": CrafterConfig.paper,
+    "head-z": CrafterConfig.head_z,
+}
 
 
 def crafter_config(preset: str, **overrides: Any) -> CrafterConfig:

@@ -209,7 +209,7 @@ def _defences(ctx: _Context, crafter_config: CrafterConfig) -> list[_Defence]:
     default_crafted: tuple[torch.Tensor, torch.Tensor] | None = None
     for beta in betas:
         config = replace(crafter_config, beta=beta)
-        name = f"crafter beta={beta:g}" + (" (configured)" if beta == crafter_config.beta else "")
+        name = f"{_label(config)} beta={beta:g}" + (" (configured)" if beta == crafter_config.beta else "")
         ctx.log(f"crafting {len(ctx.test)} private-test and {len(ctx.adaptive)} public faces: {name}")
         test, per_image, pii = _craft(kit, config, ctx.test.images, cfg.batch_size)
         public, _, _ = _craft(kit, config, ctx.adaptive.images, cfg.batch_size)
@@ -222,12 +222,18 @@ def _defences(ctx: _Context, crafter_config: CrafterConfig) -> list[_Defence]:
         defences.append(_Defence("gaussian (same distortion)", "gaussian", None,
                                  gaussian_like(ctx.raw_test, test, seed=cfg.seed + 1),
                                  gaussian_like(raw_public, public, seed=cfg.seed + 2)))  # fmt: skip
-        config = replace(crafter_config, method="crafter-z")
-        ctx.log("crafting with Crafter-z (baseline)")
-        test, per_image, pii = _craft(kit, config, ctx.test.images, cfg.batch_size)
-        public, _, _ = _craft(kit, config, ctx.adaptive.images, cfg.batch_size)
-        defences.append(_Defence("crafter-z", "crafter-z", crafter_config.beta, test, public, per_image, pii))
+        config = replace(crafter_config, method="crafter-z", utility="feature")
+        if config != crafter_config:
+            ctx.log("crafting with Crafter-z (baseline)")
+            test, per_image, pii = _craft(kit, config, ctx.test.images, cfg.batch_size)
+            public, _, _ = _craft(kit, config, ctx.adaptive.images, cfg.batch_size)
+            defences.append(_Defence("crafter-z", "crafter-z", crafter_config.beta, test, public, per_image, pii))
     return defences
+
+
+def _label(config: CrafterConfig) -> str:
+    """How a crafting configuration is named in reports."""
+    return config.method if config.utility == "feature" else f"{config.method} (head utility)"
 
 
 def _a2_generator(ctx: _Context) -> torch.nn.Module:

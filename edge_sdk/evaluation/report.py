@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from edge_sdk.data.images import ImageSpec, to_unit_range
-from edge_sdk.figures import save_image_rows
+from edge_sdk.figures import pyplot, save_figure, save_image_rows
 from edge_sdk.fileio import atomic_write, write_json
 
 __all__ = ["write_report"]
@@ -27,11 +27,7 @@ def _slug(name: str) -> str:
 
 
 def _plot_tradeoff(report: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     chance = report["faces"]["chance"]
     oracles = list(report["oracles_on_real_faces"])
     fig, axes = plt.subplots(1, len(oracles), figsize=(5 * len(oracles), 4), squeeze=False)
@@ -52,21 +48,14 @@ def _plot_tradeoff(report: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel(f"worst-case identity accuracy ({name})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _plot_a1(report: dict[str, Any], path: Path) -> Path | None:
     curves = [d for d in report["defences"] if d["a1_curve"]]
     if not curves:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     oracles = [k.removeprefix("identity_") for k in report["oracles_on_real_faces"]]
     fig, axes = plt.subplots(1, len(oracles), figsize=(5 * len(oracles), 3.5), squeeze=False)
     for ax, oracle in zip(axes[0], oracles, strict=True):
@@ -77,10 +66,7 @@ def _plot_a1(report: dict[str, Any], path: Path) -> Path | None:
         ax.set_ylabel(f"identity accuracy ({oracle})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _fmt(value: Any) -> str:
