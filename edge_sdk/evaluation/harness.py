@@ -335,7 +335,11 @@ def evaluate(
     log: Log | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Run the whole suite; returns the JSON-ready report (see :func:`write_report` for files).
+    """Run the whole suite and return the report.
+
+    Every key is JSON-ready except ``_reconstructions`` and ``_originals`` (tensors
+    for the figures), which :func:`~edge_sdk.evaluation.report.write_report` uses and
+    leaves out of ``report.json``.
 
     Args:
         kit: The kit under evaluation (its encoder, generator, amortizer and head).
