@@ -33,36 +33,24 @@ import torch
 from edge_sdk.crafting.crafter import Crafter, CrafterConfig
 from edge_sdk.data.images import to_unit_range
 from edge_sdk.data.orl import FaceSet, load_orl
+from edge_sdk.evaluation.attacks import WhiteBoxInversion
+from edge_sdk.evaluation.harness import utility_metrics
 from edge_sdk.evaluation.identity import identity_accuracy, train_identity_classifier
-from edge_sdk.inversion import invert
 from edge_sdk.kit import Kit, load_kit
 from edge_sdk.metrics import ssim
-
-
-def attack(kit: Kit, features: torch.Tensor, steps: int) -> torch.Tensor:
-    """White-box reconstruction ``G(z*(F))``, amortizer start, Adam."""
-    result = invert(features, generator=kit.generator, encoder=kit.encoder, amortizer=kit.amortizer, steps=steps,
-                    lr=0.05)  # fmt: skip
-    with torch.no_grad():
-        return kit.generator(result.latent)
 
 
 def measure(
     kit: Kit, faces: FaceSet, features: torch.Tensor, raw: torch.Tensor, oracle: Any, attack_steps: int
 ) -> dict[str, float]:
-    recon = attack(kit, features, attack_steps)
-    assert kit.head is not None
-    with torch.no_grad():
-        pred_crafted = kit.head(features).argmax(1)
-        pred_raw = kit.head(raw).argmax(1)
-    distortion = (features - raw).flatten(1).norm(dim=1) / raw.flatten(1).norm(dim=1)
+    # White-box reconstruction G(z*(F)) from the amortizer's guess with Adam (the harness's attack).
+    attack = WhiteBoxInversion("white-box", kit.generator, kit.encoder, amortizer=kit.amortizer,
+                               steps=attack_steps, lr=0.05, optimizer="adam", batch_size=len(features))  # fmt: skip
+    recon = attack.reconstruct(features)
     return {
         "attack_ssim": float(ssim(to_unit_range(recon, kit.spec), to_unit_range(faces.images, kit.spec)).mean()),
         "attack_identity_accuracy": identity_accuracy(oracle, recon, faces.identity),
-        "pose_accuracy": float((pred_crafted == faces.pose).float().mean()),
-        "pose_accuracy_raw": float((pred_raw == faces.pose).float().mean()),
-        "pose_agreement": float((pred_crafted == pred_raw).float().mean()),
-        "relative_distortion": float(distortion.mean()),
+        **utility_metrics(kit, faces, features, raw),
     }
 
 

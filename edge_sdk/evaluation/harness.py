@@ -41,7 +41,7 @@ from edge_sdk.kit.kit import Kit
 from edge_sdk.kit.training import TrainingConfig, train_generator
 from edge_sdk.metrics import MahalanobisMetric, psnr, reconstruction_risk, ssim
 
-__all__ = ["EvaluationConfig", "evaluate", "gaussian_like", "select_faces"]
+__all__ = ["EvaluationConfig", "evaluate", "gaussian_like", "select_faces", "utility_metrics"]
 
 Log = Callable[[str], None]
 
@@ -176,14 +176,15 @@ def _score(ctx: _Context, reconstructions: torch.Tensor) -> dict[str, float]:
     return scores
 
 
-def _utility(kit: Kit, test: FaceSet, features: torch.Tensor, raw: torch.Tensor) -> dict[str, float]:
+def utility_metrics(kit: Kit, faces: FaceSet, features: torch.Tensor, raw: torch.Tensor) -> dict[str, float]:
+    """Pose-head accuracy on released and raw features, their agreement, mean relative distortion."""
     assert kit.head is not None
     with torch.no_grad():
         crafted_pred, raw_pred = kit.head(features).argmax(1), kit.head(raw).argmax(1)
     distortion = (features - raw).flatten(1).norm(dim=1) / raw.flatten(1).norm(dim=1)
     return {
-        "pose_accuracy": float((crafted_pred == test.pose).float().mean()),
-        "pose_accuracy_raw": float((raw_pred == test.pose).float().mean()),
+        "pose_accuracy": float((crafted_pred == faces.pose).float().mean()),
+        "pose_accuracy_raw": float((raw_pred == faces.pose).float().mean()),
         "pose_agreement": float((crafted_pred == raw_pred).float().mean()),
         "relative_distortion": float(distortion.mean()),
     }
@@ -396,7 +397,7 @@ def evaluate(
         results.append({
             "defence": defence.name, "kind": defence.kind, "beta": defence.beta,
             "seconds_per_image": defence.seconds_per_image, "crafting_epsilon_pii": defence.epsilon_pii,
-            "utility": _utility(kit, test, defence.test, ctx.raw_test),
+            "utility": utility_metrics(kit, test, defence.test, ctx.raw_test),
             "attacks": rows, "a1_curve": curve,
             "worst_case": {name: {"identity": row[f"identity_{name}"], "attack": row["attack"]}
                            for name, row in worst.items()},
