@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from edge_sdk.crafting.crafter import CrafterConfig
+from edge_sdk.crafting.crafter import PRESETS
 from edge_sdk.evaluation.harness import EvaluationConfig, evaluate
 from edge_sdk.evaluation.report import write_report
 from edge_sdk.kit import load_kit
@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--a2-gan-steps", type=int, default=600)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="default",
+                        help="crafting configuration evaluated (as `edge-sdk craft --preset`)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     betas = tuple(float(b) for b in args.betas.split(",") if b.strip())
@@ -41,7 +43,7 @@ def main() -> None:
                      a2_gan_steps=args.a2_gan_steps, seed=args.seed)  # fmt: skip
     kit = load_kit()
     start = time.perf_counter()
-    report = evaluate(kit, crafter_config=CrafterConfig(seed=args.seed), config=config,
+    report = evaluate(kit, crafter_config=PRESETS[args.preset](seed=args.seed), config=config,
                       log=lambda line: print(f"[{time.perf_counter() - start:7.0f}s] {line}", flush=True))  # fmt: skip
     paths = write_report(report, args.out, spec=kit.spec)
     print(f"\n{report['faces']['attacked']} private-test faces, chance {report['faces']['chance']:.2f}; "

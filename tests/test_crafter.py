@@ -14,10 +14,10 @@ from scipy.optimize import linear_sum_assignment
 from edge_sdk.crafting.cache import CacheError, RepeatCache
 from edge_sdk.crafting.crafter import Crafter, CrafterConfig
 from edge_sdk.crafting.pii import epsilon_pii
-from edge_sdk.errors import NonFiniteError, TensorShapeError
+from edge_sdk.errors import KitError, NonFiniteError, TensorShapeError
 from edge_sdk.kit import Kit
 
-FAST = CrafterConfig(steps=3, inversion_steps=5, inner_steps=2, final_inversion_steps=5, critic_steps=2,
+FAST = CrafterConfig.feature(steps=3, inversion_steps=5, inner_steps=2, final_inversion_steps=5, critic_steps=2,
                      solver_iterations=3, prior_samples=8)  # fmt: skip
 
 
@@ -131,13 +131,14 @@ def test_head_utility_keeps_the_heads_answers_where_privacy_alone_does_not(tiny_
         _head_kl(tiny_kit, kept.features, kept.raw_features).mean()
         < 0.5 * _head_kl(tiny_kit, free.features, free.raw_features).mean()
     )
-    preset = CrafterConfig.head_z()
-    assert (preset.method, preset.utility, preset.beta, preset.steps) == ("crafter-z", "head", 1.0, 100)
+    default = CrafterConfig()
+    assert (default.method, default.utility, default.beta, default.steps) == ("crafter-z", "head", 1.0, 100)
     with pytest.raises(ValueError, match="utility"):
         CrafterConfig(utility="pixels")  # type: ignore[arg-type]
     headless = replace(tiny_kit, head=None)
-    with pytest.raises(ValueError, match="needs a kit with a head"):
-        Crafter(headless, replace(base, utility="head")).craft(images=images)
+    with pytest.raises(KitError, match="has no head"):
+        Crafter(headless)
+    assert Crafter(headless, FAST).craft(images=images).features.shape == kept.features.shape
 
 
 def test_bad_inputs_are_typed_errors(tiny_kit: Kit) -> None:

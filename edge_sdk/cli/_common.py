@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from edge_sdk.crafting.crafter import CrafterConfig
+from edge_sdk.crafting.crafter import PRESETS, CrafterConfig
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.jobs import FolderJobResult
 
@@ -39,25 +39,20 @@ EncoderOnnxOption = Annotated[
 PresetOption = Annotated[
     str,
     typer.Option(
-        help="'default' (fast, measured), 'paper' (the paper's settings) or 'head-z' (Crafter-z keeping the "
-        "head's answers: on the generator's range, resists decoder attacks)."
+        help="'default' (Crafter-z keeping the kit head's answers: the measured choice, resists decoder "
+        "attacks), 'feature' (feature-space Crafter, features within ~15% of the raw ones) or 'paper' "
+        "(the paper's Alg. 1 settings)."
     ),
 ]
 F = TypeVar("F", bound=Callable[..., Any])
 
-_PRESETS: dict[str, Callable[[], CrafterConfig]] = {
-    "default": CrafterConfig,
-    "paper": CrafterConfig.paper,
-    "head-z": CrafterConfig.head_z,
-}
-
 
 def crafter_config(preset: str, **overrides: Any) -> CrafterConfig:
     """A preset's crafting configuration with the options the user gave (``None``: keep the preset's)."""
-    if preset not in _PRESETS:
-        raise typer.BadParameter(f"choose one of {', '.join(_PRESETS)}", param_hint="--preset")
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"choose one of {', '.join(PRESETS)}", param_hint="--preset")
     try:
-        return replace(_PRESETS[preset](), **{k: v for k, v in overrides.items() if v is not None})
+        return replace(PRESETS[preset](), **{k: v for k, v in overrides.items() if v is not None})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
 

@@ -1,4 +1,4 @@
-"""Crafting: release features whose white-box inversion shows an average face (Crafter).
+"""Crafting: release features from which an attacker rebuilds an average face (Crafter).
 
 The pieces, one idea per module: :mod:`~edge_sdk.crafting.solvers` (inverse-Hessian-vector
 products), :mod:`~edge_sdk.crafting.implicit` (the gradient through ``z*(F)``),
@@ -7,12 +7,13 @@ products), :mod:`~edge_sdk.crafting.implicit` (the gradient through ``z*(F)``),
 """
 
 from edge_sdk.crafting.cache import CacheError, RepeatCache
-from edge_sdk.crafting.crafter import Crafter, CrafterConfig, CraftResult, craft
+from edge_sdk.crafting.crafter import PRESETS, Crafter, CrafterConfig, CraftResult, craft
 from edge_sdk.crafting.implicit import ImplicitGradient, implicit_feature_gradient, inversion_hvp
 from edge_sdk.crafting.pii import epsilon_pii
 from edge_sdk.crafting.solvers import ConjugateGradientSolver, DenseSolver, NeumannSolver, make_solver
 
 __all__ = [
+    "PRESETS",
     "CacheError",
     "ConjugateGradientSolver",
     "CraftResult",
