@@ -149,6 +149,22 @@ def test_craft_folder_resumes_after_an_interruption(tmp_path: Path, tiny_kit_dir
     assert np.array_equal(read_features(again).features, data.features)
 
 
+def test_craft_presets_choose_the_algorithm(tmp_path: Path, tiny_kit_dir: Path) -> None:
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i in range(3):
+        Image.new("L", (92, 112), 30 + 50 * i).save(faces / f"{i}.png")
+    methods = {}
+    for preset in ("default", "feature"):
+        out = tmp_path / f"{preset}.npz"
+        result = runner.invoke(app, ["craft", str(faces), "--out", str(out), "--kit", str(tiny_kit_dir), "--steps", "2",
+                                     "--preset", preset, "-q"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        config = read_features(out).config["crafter"]
+        methods[preset] = (config["method"], config["utility"], config["steps"])
+    assert methods == {"default": ("crafter-z", "head", 2), "feature": ("crafter", "feature", 2)}
+
+
 def test_craft_rejects_bad_options(tmp_path: Path, tiny_kit_dir: Path) -> None:
     result = runner.invoke(app, ["craft", str(tmp_path), "--out", str(tmp_path / "x.npz"), "--preset", "nope"])
     assert result.exit_code != 0 and "default" in result.output
