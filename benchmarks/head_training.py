@@ -22,8 +22,9 @@ from typing import Any
 import torch
 
 from cloud_stub.heads import fit_head
-from edge_sdk.crafting.crafter import PRESETS, Crafter
+from edge_sdk.crafting.crafter import PRESETS
 from edge_sdk.data.orl import load_orl
+from edge_sdk.evaluation.harness import craft_batches
 from edge_sdk.kit import load_kit
 
 
@@ -56,13 +57,10 @@ def main() -> None:
         {"features": "raw", "seconds_crafting": 0.0, "test_accuracy": accuracies(raw_train, raw["private-test"])}
     ]
     for preset in [p.strip() for p in args.presets.split(",") if p.strip()]:
-        crafter = Crafter(kit, PRESETS[preset](seed=0))
+        config = PRESETS[preset](seed=0)
         start = time.perf_counter()
-        released = {
-            name: torch.cat([crafter.craft(images=faces.images[i : i + args.batch_size]).features
-                             for i in range(0, len(faces), args.batch_size)])
-            for name, faces in sets.items()
-        }  # fmt: skip
+        released = {name: craft_batches(kit, config, faces.images, batch_size=args.batch_size)[0]
+                    for name, faces in sets.items()}  # fmt: skip
         seconds = time.perf_counter() - start
         train = torch.cat([released["public"], released["private-train"]])
         rows.append({"features": preset, "seconds_crafting": seconds,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -52,7 +51,7 @@ def crafter_config(preset: str, **overrides: Any) -> CrafterConfig:
     if preset not in PRESETS:
         raise typer.BadParameter(f"choose one of {', '.join(PRESETS)}", param_hint="--preset")
     try:
-        return replace(PRESETS[preset](), **{k: v for k, v in overrides.items() if v is not None})
+        return PRESETS[preset](**{k: v for k, v in overrides.items() if v is not None})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
 

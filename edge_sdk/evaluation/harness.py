@@ -41,7 +41,7 @@ from edge_sdk.kit.kit import Kit
 from edge_sdk.kit.training import TrainingConfig, train_generator
 from edge_sdk.metrics import MahalanobisMetric, psnr, reconstruction_risk, ssim
 
-__all__ = ["EvaluationConfig", "evaluate", "gaussian_like", "select_faces", "utility_metrics"]
+__all__ = ["EvaluationConfig", "craft_batches", "evaluate", "gaussian_like", "select_faces", "utility_metrics"]
 
 Log = Callable[[str], None]
 
@@ -190,8 +190,19 @@ def utility_metrics(kit: Kit, faces: FaceSet, features: torch.Tensor, raw: torch
     }
 
 
-def _craft(kit: Kit, config: CrafterConfig, images: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, float, float]:
-    """Crafted features of ``images`` batch by batch, seconds per image, mean epsilon-PII."""
+def craft_batches(
+    kit: Kit, config: CrafterConfig, images: torch.Tensor, *, batch_size: int
+) -> tuple[torch.Tensor, float, float]:
+    """Crafted features of ``images`` batch by batch, seconds per image, mean epsilon-PII.
+
+    Example:
+        >>> from edge_sdk.kit import load_kit
+        >>> from edge_sdk.data.orl import load_orl
+        >>> faces = load_orl("private-test").images[:3]
+        >>> released, _, _ = craft_batches(load_kit(), CrafterConfig(steps=2), faces, batch_size=2)
+        >>> released.shape
+        torch.Size([3, 32, 16, 16])
+    """
     crafter = Crafter(kit, config)
     out, pii = [], []
     start = time.perf_counter()
@@ -212,8 +223,8 @@ def _defences(ctx: _Context, crafter_config: CrafterConfig) -> list[_Defence]:
         config = replace(crafter_config, beta=beta)
         name = f"{_label(config)} beta={beta:g}" + (" (configured)" if beta == crafter_config.beta else "")
         ctx.log(f"crafting {len(ctx.test)} private-test and {len(ctx.adaptive)} public faces: {name}")
-        test, per_image, pii = _craft(kit, config, ctx.test.images, cfg.batch_size)
-        public, _, _ = _craft(kit, config, ctx.adaptive.images, cfg.batch_size)
+        test, per_image, pii = craft_batches(kit, config, ctx.test.images, batch_size=cfg.batch_size)
+        public, _, _ = craft_batches(kit, config, ctx.adaptive.images, batch_size=cfg.batch_size)
         defences.append(_Defence(name, "crafter", beta, test, public, per_image, pii))
         if beta == crafter_config.beta:
             default_crafted = (test, public)
@@ -226,8 +237,8 @@ def _defences(ctx: _Context, crafter_config: CrafterConfig) -> list[_Defence]:
         config = replace(crafter_config, method="crafter-z", utility="feature")
         if config != crafter_config:
             ctx.log("crafting with Crafter-z (baseline)")
-            test, per_image, pii = _craft(kit, config, ctx.test.images, cfg.batch_size)
-            public, _, _ = _craft(kit, config, ctx.adaptive.images, cfg.batch_size)
+            test, per_image, pii = craft_batches(kit, config, ctx.test.images, batch_size=cfg.batch_size)
+            public, _, _ = craft_batches(kit, config, ctx.adaptive.images, batch_size=cfg.batch_size)
             defences.append(_Defence("crafter-z", "crafter-z", crafter_config.beta, test, public, per_image, pii))
     return defences
 
