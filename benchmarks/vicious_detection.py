@@ -10,7 +10,7 @@ margin is calibrated first on separate honest models (largest honest PSNR gap pl
 0.25 dB). Reports per model: accuracy, the attacker's own decoder (PSNR, SSIM, R),
 v and C (fine-tune signal), output entropy, probe PSNR and gap, verdict and seconds;
 ROC AUC and TPR/FPR of the probe gap and of v at their thresholds; and, for one
-vicious model per task, reconstruction by an adaptive decoder trained on the released
+vicious model per task (beta_R/beta_C = 3, seed 2), reconstruction by an adaptive decoder trained on the released
 outputs (log-probabilities for every released distribution) under each output defence,
 with the accuracy left.
 """
@@ -43,10 +43,16 @@ from exporters.onnx_export import module_to_onnx
 
 BUDGETS: dict[str, dict[str, Any]] = {
     "fashion-mnist": {"model": {"train_samples": 12000, "epochs": 2, "batch_size": 128}},
-    "orl-pose": {"model": {"epochs": 40, "batch_size": 32}},
+    # ORL: 400 small faces whose mean already scores ~16 dB; with the paper's alpha = gamma = 1
+    # the SSIM term dominates and the logits carry nothing a probe can use, so the attacker
+    # weighs the Huber term (alpha 0, gamma 20), trains longer on augmented faces and keeps
+    # the last epoch. Honest models get the same recipe with beta_R = 0.
+    "orl-pose": {"model": {"epochs": 150, "batch_size": 32, "augment": True, "keep": "last", "alpha": 0.0,
+                           "gamma": 20.0}},
 }  # fmt: skip
 TEST_MODELS = [(0.0, 0), (0.0, 1), (0.0, 2), (0.0, 3), (0.0, 4), (1.0, 0), (1.0, 1), (3.0, 2), (3.0, 3), (3.0, 4)]
 CALIBRATION_SEEDS = [100, 101, 102]
+DEFENDED_MODEL = (3.0, 2)  # the test model whose outputs the defence study releases
 
 
 def _onnx_round_trip(model: torch.nn.Module, shape: tuple[int, ...]) -> torch.nn.Module:
@@ -103,7 +109,8 @@ def run_defences_only(task: str, out: Path) -> None:
     result = next(r for r in previous["results"] if r["task"] == task)
     config = DetectorConfig(**result["detector"])
     metric = MahalanobisMetric(load_task_data(task).train_images[: config.probe_samples])
-    defended = train_vicious(task, ViciousConfig(beta_r=3.0, seed=2, **BUDGETS[task]["model"]))
+    beta_r, seed = DEFENDED_MODEL
+    defended = train_vicious(task, ViciousConfig(beta_r=beta_r, seed=seed, **BUDGETS[task]["model"]))
     result["defences"] = _defences(task, defended, metric, config)
     out.write_text(json.dumps(previous, indent=2) + "\n")
     print(f"updated the defence table in {out}")
@@ -117,9 +124,12 @@ def run_task(task: str) -> dict[str, Any]:
     metric = MahalanobisMetric(data.train_images[: config.probe_samples])
     heldout_x = data.test_images[: config.heldout_samples]
 
+    trained_models: dict[tuple[float, int], Any] = {}
+
     def evaluate(beta_r: float, seed: int, detector: DetectorConfig) -> dict[str, Any]:
         start = time.perf_counter()
         trained = train_vicious(task, ViciousConfig(beta_r=beta_r, seed=seed, **budget["model"]))
+        trained_models[beta_r, seed] = trained
         train_seconds = time.perf_counter() - start
         uploaded = _onnx_round_trip(trained.classifier, spec.input_shape)
         report = verify_classifier(uploaded, task=task, config=detector)
@@ -156,8 +166,7 @@ def run_task(task: str) -> dict[str, Any]:
     }
     print(f"{task}: {summary}", flush=True)
     print(f"{task}: output defences against an adaptive decoder (beta_R/beta_C = 3, seed 2)", flush=True)
-    defended = train_vicious(task, ViciousConfig(beta_r=3.0, seed=2, **budget["model"]))
-    defences = _defences(task, defended, metric, calibrated)
+    defences = _defences(task, trained_models[DEFENDED_MODEL], metric, calibrated)
     return {"task": task, "budget": budget, "detector": asdict(calibrated), "calibration": calibration,
             "models": rows, "summary": summary, "defences": defences}  # fmt: skip
 

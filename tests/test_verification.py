@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from cloud_stub import Store
 from cloud_stub.heads import ServedHead
 from cloud_stub.training import BackgroundWorker
+from cloud_stub.verification import detector
 from cloud_stub.verification.defences import SSD, argmax_only, noisy, round_digits, ssd_project, top_k
 from cloud_stub.verification.detector import DetectorConfig, verify_classifier
 from cloud_stub.verification.tasks import FASHION_MNIST_DIR, TaskData
@@ -153,6 +155,31 @@ def test_augmentation_moves_images_within_range_and_keep_last_keeps_the_final_ep
     config = ViciousConfig(beta_r=1.0, epochs=3, width=4, batch_size=32, augment=True, keep="last")
     models = train_vicious("fashion-mnist", config, data=data)
     assert models.best_epoch == 2 and len(models.history) == 3
+
+
+def test_the_probe_trains_on_augmented_copies_with_its_configured_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORL's probe: outputs on each augmented copy pair with that copy; the loss weights pass through."""
+    data = _blobs(100, 5)
+    monkeypatch.setattr(detector, "load_task_data", lambda task: data)
+    seen: dict[str, Any] = {}
+    train_decoder = detector.train_output_decoder
+
+    def spy(outputs: torch.Tensor, images: torch.Tensor, **kwargs: Any) -> Any:
+        seen.update(outputs=outputs, images=images, **kwargs)
+        return train_decoder(outputs, images, **kwargs)
+
+    monkeypatch.setattr(detector, "train_output_decoder", spy)
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())  # leaks a 4x4 thumbnail
+    config = DetectorConfig(probe_samples=20, heldout_samples=16, probe_steps=5, probe_batch=8, probe_alpha=0.0,
+                            probe_gamma=2.0, probe_augment_copies=3)  # fmt: skip
+    metric = MahalanobisMetric(data.train_images)
+    first = detector._probe(model, "fashion-mnist", config, metric)
+    images = seen["images"]
+    assert images.shape == (80, 1, 28, 28) and torch.equal(images[:20], data.train_images[:20])
+    assert not torch.allclose(images[20:40], images[:20]) and not torch.allclose(images[20:40], images[40:60])
+    assert torch.allclose(seen["outputs"], model(images))
+    assert (seen["alpha"], seen["gamma"]) == (0.0, 2.0)
+    assert detector._probe(model, "fashion-mnist", config, metric).quality == first.quality  # seeded
 
 
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian package dataset-fashion-mnist is not installed")
