@@ -10,9 +10,9 @@ margin is calibrated first on separate honest models (largest honest PSNR gap pl
 0.25 dB). Reports per model: accuracy, the attacker's own decoder (PSNR, SSIM, R),
 v and C (fine-tune signal), output entropy, probe PSNR and gap, verdict and seconds;
 ROC AUC and TPR/FPR of the probe gap and of v at their thresholds; and, for one
-vicious model per task (beta_R/beta_C = 3, seed 2), reconstruction by an adaptive decoder trained on the released
-outputs (log-probabilities for every released distribution) under each output defence,
-with the accuracy left.
+vicious test model per task (``DEFENDED_MODEL``), reconstruction by an adaptive decoder
+trained on the released outputs (log-probabilities for every released distribution)
+under each output defence, with the accuracy left.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from exporters.onnx_export import module_to_onnx
 
 BUDGETS: dict[str, dict[str, Any]] = {
     "fashion-mnist": {"model": {"train_samples": 12000, "epochs": 2, "batch_size": 128}},
-    # ORL: 400 small faces whose mean already scores ~16 dB; with the paper's alpha = gamma = 1
+    # ORL: 200 training faces whose mean already scores ~16 dB; with the paper's alpha = gamma = 1
     # the SSIM term dominates and the logits carry nothing a probe can use, so the attacker
     # weighs the Huber term (alpha 0, gamma 20), trains longer on augmented faces and keeps
     # the last epoch. Honest models get the same recipe with beta_R = 0.
@@ -165,7 +165,7 @@ def run_task(task: str) -> dict[str, Any]:
         "median_verify_seconds": float(np.median([r["verify_seconds"] for r in rows])),
     }
     print(f"{task}: {summary}", flush=True)
-    print(f"{task}: output defences against an adaptive decoder (beta_R/beta_C = 3, seed 2)", flush=True)
+    print(f"{task}: output defences against an adaptive decoder (beta_R/beta_C, seed = {DEFENDED_MODEL})", flush=True)
     defences = _defences(task, trained_models[DEFENDED_MODEL], metric, calibrated)
     return {"task": task, "budget": budget, "detector": asdict(calibrated), "calibration": calibration,
             "models": rows, "summary": summary, "defences": defences}  # fmt: skip
