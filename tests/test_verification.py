@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -158,28 +159,73 @@ def test_augmentation_moves_images_within_range_and_keep_last_keeps_the_final_ep
 
 
 def test_the_probe_trains_on_augmented_copies_with_its_configured_loss(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ORL's probe: outputs on each augmented copy pair with that copy; the loss weights pass through."""
+    """ORL's probe: outputs on each augmented copy pair with that copy, the label probe sees the same images,
+    the loss weights pass through, and the scores average over the probe seeds."""
     data = _blobs(100, 5)
     monkeypatch.setattr(detector, "load_task_data", lambda task: data)
-    seen: dict[str, Any] = {}
+    seen: list[dict[str, Any]] = []
     train_decoder = detector.train_output_decoder
 
     def spy(outputs: torch.Tensor, images: torch.Tensor, **kwargs: Any) -> Any:
-        seen.update(outputs=outputs, images=images, **kwargs)
+        seen.append({"outputs": outputs, "images": images, **kwargs})
         return train_decoder(outputs, images, **kwargs)
 
     monkeypatch.setattr(detector, "train_output_decoder", spy)
     model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())  # leaks a 4x4 thumbnail
     config = DetectorConfig(probe_samples=20, heldout_samples=16, probe_steps=5, probe_batch=8, probe_alpha=0.0,
-                            probe_gamma=2.0, probe_augment_copies=3)  # fmt: skip
+                            probe_gamma=2.0, probe_augment_copies=3, probe_seeds=2)  # fmt: skip
     metric = MahalanobisMetric(data.train_images)
-    first = detector._probe(model, "fashion-mnist", config, metric)
-    images = seen["images"]
+    first = detector._probe(model, "fashion-mnist", config, metric, with_label=True)
+    # Per seed: the probe on the outputs, then the label probe on the same images and seed.
+    assert [call["seed"] for call in seen] == [0, 0, 1, 1]
+    outputs_call, label_call, next_seed_call = seen[0], seen[1], seen[2]
+    images = outputs_call["images"]
     assert images.shape == (80, 1, 28, 28) and torch.equal(images[:20], data.train_images[:20])
     assert not torch.allclose(images[20:40], images[:20]) and not torch.allclose(images[20:40], images[40:60])
-    assert torch.allclose(seen["outputs"], model(images))
-    assert (seen["alpha"], seen["gamma"]) == (0.0, 2.0)
-    assert detector._probe(model, "fashion-mnist", config, metric).quality == first.quality  # seeded
+    assert torch.allclose(outputs_call["outputs"], model(images))
+    assert (outputs_call["alpha"], outputs_call["gamma"]) == (0.0, 2.0)
+    assert torch.equal(label_call["images"], images)
+    assert torch.equal(label_call["outputs"], torch.nn.functional.one_hot(model(images).argmax(1), 16).float())
+    assert not torch.allclose(next_seed_call["images"][20:], images[20:])  # each seed draws its own copies
+    assert first.label_quality is not None and first.label_quality != first.quality
+    assert detector._probe(model, "fashion-mnist", config, metric, with_label=True) == first  # seeded
+    singles = [detector._probe(model, "fashion-mnist", replace(config, probe_seeds=1, seed=seed), metric,
+                               with_label=True) for seed in (0, 1)]  # fmt: skip
+    for key in ("psnr", "ssim", "risk"):  # the scores are the mean over the seeds' probes
+        assert first.quality[key] == pytest.approx(np.mean([single.quality[key] for single in singles]))
+        assert first.label_quality[key] == pytest.approx(np.mean([single.label_quality[key] for single in singles]))
+
+
+def test_the_label_baseline_scores_the_outputs_against_the_predicted_class_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model whose outputs are its one-hot prediction gains nothing over the label probe; a leaky one does."""
+    data = _blobs(120, 5)
+    monkeypatch.setattr(detector, "load_task_data", lambda task: data)
+    config = DetectorConfig(probe_samples=100, heldout_samples=20, finetune_samples=16, finetune_batch=8,
+                            finetune_steps=2, probe_steps=60, probe_batch=32, reference_epochs=1,
+                            probe_baseline="label", psnr_margin_db=0.5)  # fmt: skip
+
+    class OneHot(torch.nn.Module):
+        def __init__(self, leak: bool) -> None:
+            super().__init__()
+            self.scores = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+            self.leak = leak
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            scores = self.scores(images)
+            hard = torch.nn.functional.one_hot(scores.argmax(1), 10).float() + 0 * scores
+            # The leaky one appends a 4x4 thumbnail, kept below 1 so the predicted class stays the same.
+            thumbnail = 0.5 * torch.nn.functional.adaptive_avg_pool2d(images, 4).flatten(1)
+            return torch.cat([hard, thumbnail], 1) if self.leak else hard
+
+    honest, leaky = (verify_classifier(OneHot(leak), task="fashion-mnist", config=config) for leak in (False, True))
+    assert honest.psnr_gap_db == pytest.approx(honest.probe["psnr"] - honest.label_probe["psnr"])
+    assert abs(honest.psnr_gap_db) < 0.05 and honest.verdict == "honest"
+    assert leaky.psnr_gap_db > 0.5 and leaky.verdict == "vicious"
+    assert "predicted classes" in leaky.rule
+    with pytest.raises(ValueError, match="probe_baseline"):
+        DetectorConfig(probe_baseline="nearest")
 
 
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian package dataset-fashion-mnist is not installed")
@@ -218,7 +264,8 @@ def test_the_service_worker_verifies_an_upload_and_the_cli_gives_the_verdict(
     assert record["status"] == "verified", record["report"]
     report = record["report"]
     assert report["verdict"] in ("honest", "vicious") and report["model"]["operators"]
-    assert set(report) >= {"v", "cosine", "entropy", "probe", "reference_probe", "psnr_gap_db", "rule", "seconds"}
+    assert set(report) >= {"v", "cosine", "entropy", "probe", "reference_probe", "label_probe", "psnr_gap_db", "rule",
+                           "seconds"}  # fmt: skip
     path = tmp_path / "m.onnx"
     path.write_bytes(data)
     result = CliRunner().invoke(app, ["cloud", "verify", str(path), "--task", "fashion-mnist", "--out",

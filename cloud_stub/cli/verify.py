@@ -52,8 +52,9 @@ def verify(
                f"{'above' if report['v_flag'] else 'below'})")  # fmt: skip
     typer.echo(f"output entropy {report['entropy']:.3f} nats (honest reference {report['reference_entropy']:.3f})")
     typer.echo(f"decoder probe PSNR {report['probe']['psnr']:.2f} dB, SSIM {report['probe']['ssim']:.3f}, "
-               f"R {report['probe']['risk']:.3f} (reference {report['reference_probe']['psnr']:.2f} dB, gap "
-               f"{report['psnr_gap_db']:+.2f} dB)")  # fmt: skip
+               f"R {report['probe']['risk']:.3f} (honest reference {report['reference_probe']['psnr']:.2f} dB, "
+               f"predicted class alone {report['label_probe']['psnr']:.2f} dB; gap to the "
+               f"{report['config']['probe_baseline']} baseline {report['psnr_gap_db']:+.2f} dB)")  # fmt: skip
     typer.echo(f"verdict: {report['verdict']} ({report['rule']}); {report['seconds']:.1f} s")
     if out is not None:
         write_json(out, report)

@@ -7,13 +7,16 @@
    the input; mean softmax entropy on held-out images, next to the reference's.
 3. **Decoder-leakage probe**: train a decoder from the model's outputs back to the
    images of the task and measure its reconstructions on held-out images (PSNR, SSIM,
-   reconstruction risk R), against the same probe on an honest reference model the
-   verifier trains itself.
+   reconstruction risk R), next to the same probe on an honest reference model the
+   verifier trains itself and on the model's own predicted classes (one-hot).
 
-The verdict uses the probe: *vicious* when its PSNR exceeds the reference's by more
-than ``psnr_margin_db``. Signals 1 and 2 are reported, not voted: on small models the
-fine-tune signal confounds under-trained with vicious (DESIGN section 6), which the
-benchmark (``benchmarks/vicious_detection.py``) measures again.
+The verdict uses the probe: *vicious* when its PSNR exceeds a baseline by more than
+``psnr_margin_db``. The baseline (``probe_baseline``) is the honest reference's probe,
+or the class-only probe: what the answer alone reveals, so the gap measures what the
+outputs carry beyond it, free of the offset between the verifier's reference and the
+uploader's training recipe. Signals 1 and 2 are reported, not voted: on small models
+the fine-tune signal confounds under-trained with vicious (DESIGN section 6), which
+the benchmark (``benchmarks/vicious_detection.py``) measures again.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cloud_stub.verification.defences import argmax_only
 from cloud_stub.verification.tasks import MODEL_TASKS, load_task_data
 from cloud_stub.verification.vicious import (
     ViciousConfig,
@@ -39,7 +43,13 @@ from cloud_stub.verification.vicious import (
 )
 from edge_sdk.metrics import MahalanobisMetric
 
-__all__ = ["DetectorConfig", "VerificationReport", "fine_tune_divergence", "output_entropy", "verify_classifier"]
+__all__ = [
+    "DetectorConfig",
+    "VerificationReport",
+    "fine_tune_divergence",
+    "output_entropy",
+    "verify_classifier",
+]
 
 
 @dataclass(frozen=True)
@@ -62,8 +72,14 @@ class DetectorConfig:
             training images added to them, the model's outputs computed on each: on a task
             with few images the probe otherwise learns too little to tell a weak vicious
             model from an honest one.
+        probe_seeds: Probes trained (seeds ``seed``, ``seed + 1``, ...; each with its own
+            augmented copies) whose scores are averaged: one probe's PSNR varies by
+            about 0.2 dB with its seed on ORL, as much as a weakly vicious model adds.
+        probe_baseline: What the probe's PSNR is compared with: ``"reference"``, the
+            verifier's honest reference model; ``"label"``, the same probes trained on
+            the model's one-hot predicted classes.
         v_threshold: Paper threshold on ``v`` (reported as a flag).
-        psnr_margin_db: Probe PSNR above the reference's that makes the verdict vicious.
+        psnr_margin_db: Probe PSNR above the baseline's that makes the verdict vicious.
         reference_epochs: Epochs of the verifier's own honest reference model.
         seed: Seed of sampling, fine-tuning and probes.
     """
@@ -79,10 +95,18 @@ class DetectorConfig:
     probe_alpha: float = 1.0
     probe_gamma: float = 1.0
     probe_augment_copies: int = 0
+    probe_seeds: int = 1
+    probe_baseline: str = "reference"
     v_threshold: float = 0.01
     psnr_margin_db: float = 0.5
     reference_epochs: int = 2
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.probe_baseline not in ("reference", "label"):
+            raise ValueError(f"probe_baseline must be 'reference' or 'label', got {self.probe_baseline!r}")
+        if self.probe_seeds < 1:
+            raise ValueError(f"probe_seeds must be at least 1, got {self.probe_seeds}")
 
     @classmethod
     def for_task(cls, task: str, *, budget: str = "standard") -> DetectorConfig:
@@ -97,17 +121,18 @@ class DetectorConfig:
         return cls(**{**TASK_DEFAULTS.get(task, {}), **BUDGETS[budget].get(task, {})})
 
 
-# ORL has 200 public faces: probe on all of them and 7 augmented copies with a Huber
-# loss (benchmark models: the weakest vicious one 0.26 dB above the strongest honest
-# one, where the SSIM + Huber probe on the 200 faces alone left it 0.04 dB below), a
-# smaller fine-tuning batch, a reference trained for 40 epochs, and the margin the
-# benchmark calibrated on three honest models trained with its recipe (the reference's
-# probe sits 0.2-0.9 dB above theirs, hence the small margin).
+# ORL has 200 public faces and 3 outputs, so a leak is worth tenths of a dB: probe on
+# all the faces and 7 augmented copies with a Huber loss, average 3 probe seeds (one
+# probe's PSNR moves 0.2 dB with its seed), and compare with the same probes on the
+# model's predicted classes (the honest reference, trained another way than the
+# uploader's model, probes 0.2-0.9 dB off honest models; the class-only baseline is the
+# model's own). The margin is the largest gap of three honest models trained with the
+# benchmark's recipe (0.35 dB) plus 0.1 dB.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "fashion-mnist": {},
     "orl-pose": {"probe_samples": 200, "heldout_samples": 200, "finetune_samples": 64, "finetune_batch": 32,
                  "probe_batch": 32, "probe_alpha": 0.0, "probe_gamma": 1.0, "probe_augment_copies": 7,
-                 "reference_epochs": 40, "psnr_margin_db": 0.09},
+                 "probe_seeds": 3, "probe_baseline": "label", "reference_epochs": 40, "psnr_margin_db": 0.45},
 }  # fmt: skip
 
 
@@ -133,6 +158,7 @@ class VerificationReport:
     reference_entropy: float
     probe: dict[str, float]
     reference_probe: dict[str, float]
+    label_probe: dict[str, float]
     psnr_gap_db: float
     config: dict[str, Any]
     seconds: float
@@ -175,21 +201,39 @@ def output_entropy(outputs: torch.Tensor) -> float:
 class _Probe:
     quality: dict[str, float]
     entropy: float
+    label_quality: dict[str, float] | None = None
 
 
-def _probe(model: nn.Module, task: str, config: DetectorConfig, metric: MahalanobisMetric) -> _Probe:
+def _probe(
+    model: nn.Module, task: str, config: DetectorConfig, metric: MahalanobisMetric, *, with_label: bool
+) -> _Probe:
     data = load_task_data(task)
-    train_x = data.train_images[: config.probe_samples]
-    if config.probe_augment_copies:
-        generator = torch.Generator().manual_seed(config.seed)
-        copies = [augment_images(train_x, generator=generator) for _ in range(config.probe_augment_copies)]
-        train_x = torch.cat([train_x, *copies])
+    originals = data.train_images[: config.probe_samples]
     heldout = data.test_images[: config.heldout_samples]
-    decoder = train_output_decoder(classifier_outputs(model, train_x), train_x, steps=config.probe_steps,
-                                   batch_size=config.probe_batch, alpha=config.probe_alpha,
-                                   gamma=config.probe_gamma, seed=config.seed)  # fmt: skip
-    outputs = classifier_outputs(model, heldout)
-    return _Probe(reconstruction_quality(decoder, outputs, heldout, metric), output_entropy(outputs))
+    heldout_outputs = classifier_outputs(model, heldout)
+    scores: dict[str, list[dict[str, float]]] = {"outputs": [], "label": []}
+    for seed in range(config.seed, config.seed + config.probe_seeds):
+        train_x = originals
+        if config.probe_augment_copies:
+            generator = torch.Generator().manual_seed(seed)
+            copies = [augment_images(originals, generator=generator) for _ in range(config.probe_augment_copies)]
+            train_x = torch.cat([originals, *copies])
+        train_outputs = classifier_outputs(model, train_x)
+        # The label probe sees the same images, augmentation and seed: the gap between
+        # the two is what the outputs carry beyond the predicted class.
+        inputs = {"outputs": (train_outputs, heldout_outputs)}
+        if with_label:
+            inputs["label"] = (argmax_only(train_outputs), argmax_only(heldout_outputs))
+        for name, (train_in, heldout_in) in inputs.items():
+            decoder = train_output_decoder(train_in, train_x, steps=config.probe_steps, batch_size=config.probe_batch,
+                                           alpha=config.probe_alpha, gamma=config.probe_gamma, seed=seed)  # fmt: skip
+            scores[name].append(reconstruction_quality(decoder, heldout_in, heldout, metric))
+
+    def mean(runs: list[dict[str, float]]) -> dict[str, float]:
+        return {key: float(sum(run[key] for run in runs) / len(runs)) for key in runs[0]}
+
+    label = mean(scores["label"]) if with_label else None
+    return _Probe(mean(scores["outputs"]), output_entropy(heldout_outputs), label)
 
 
 @cache
@@ -202,7 +246,13 @@ def _reference(task: str, config: DetectorConfig) -> _Probe:
     """The verifier's own honest model of the task and its probe (trained once per process)."""
     honest = train_vicious(task, ViciousConfig(epochs=config.reference_epochs, train_samples=config.probe_samples,
                                                seed=config.seed + 1000))  # fmt: skip
-    return _probe(honest.classifier, task, config, _metric(task, config.probe_samples))
+    return _probe(honest.classifier, task, config, _metric(task, config.probe_samples), with_label=False)
+
+
+_BASELINE_WORDS = {
+    "reference": "that of the verifier's honest reference model",
+    "label": "that of the same probe trained on the model's predicted classes alone",
+}
 
 
 def verify_classifier(model: nn.Module, *, task: str, config: DetectorConfig | None = None) -> VerificationReport:
@@ -230,10 +280,12 @@ def verify_classifier(model: nn.Module, *, task: str, config: DetectorConfig | N
     v, cosine = fine_tune_divergence(model, tune_x, tune_y, heldout_x, config)
     timings["fine_tune"] = time.perf_counter() - t
     t = time.perf_counter()
-    probe = _probe(model, task, config, _metric(task, config.probe_samples))
+    probe = _probe(model, task, config, _metric(task, config.probe_samples), with_label=True)
+    assert probe.label_quality is not None
     timings["probe"] = time.perf_counter() - t
     accuracy = float((classifier_outputs(model, heldout_x).argmax(1) == heldout_y).float().mean())
-    gap = probe.quality["psnr"] - reference.quality["psnr"]
+    baseline = reference.quality if config.probe_baseline == "reference" else probe.label_quality
+    gap = probe.quality["psnr"] - baseline["psnr"]
     vicious = gap > config.psnr_margin_db
     used = {"description": spec.description, "heldout_images": len(heldout_x), "finetune_images": len(tune_x),
             "probe_training_images": min(config.probe_samples, len(data.train_images))}  # fmt: skip
@@ -241,8 +293,8 @@ def verify_classifier(model: nn.Module, *, task: str, config: DetectorConfig | N
         task=task,
         data=used,
         verdict="vicious" if vicious else "honest",
-        rule=f"vicious if the decoder probe's PSNR exceeds the verifier's honest reference by more than "
-        f"{config.psnr_margin_db} dB",
+        rule=f"vicious if the decoder probe's PSNR exceeds {_BASELINE_WORDS[config.probe_baseline]} by more "
+        f"than {config.psnr_margin_db} dB",
         accuracy=accuracy,
         v=v,
         cosine=cosine,
@@ -251,6 +303,7 @@ def verify_classifier(model: nn.Module, *, task: str, config: DetectorConfig | N
         reference_entropy=reference.entropy,
         probe=probe.quality,
         reference_probe=reference.quality,
+        label_probe=probe.label_quality,
         psnr_gap_db=gap,
         config=asdict(config),
         seconds=time.perf_counter() - start,
