@@ -129,11 +129,12 @@ def run_defences_only(task: str, out: Path) -> None:
     print(f"updated the defence table in {out}")
 
 
-def _train_and_verify(task: str, beta_r: float, seed: int, detector: DetectorConfig) -> tuple[dict[str, Any], Any]:
+def _train_and_verify(
+    task: str, beta_r: float, seed: int, detector: DetectorConfig, metric: MahalanobisMetric
+) -> tuple[dict[str, Any], Any]:
     """Train a model with the task's recipe, verify its ONNX upload; the result row and the trained models."""
     spec = MODEL_TASKS[task]
     heldout_x = load_task_data(task).test_images[: detector.heldout_samples]
-    metric = MahalanobisMetric(load_task_data(task).train_images[: detector.probe_samples])
     start = time.perf_counter()
     trained = train_vicious(task, ViciousConfig(beta_r=beta_r, seed=seed, **BUDGETS[task]["model"]))
     train_seconds = time.perf_counter() - start
@@ -160,7 +161,8 @@ def run_confirmation(task: str, out: Path, seeds: list[int]) -> None:
     previous = json.loads(out.read_text())
     result = next(r for r in previous["results"] if r["task"] == task)
     config = DetectorConfig(**result["detector"])
-    rows = [_train_and_verify(task, beta_r, seed, config)[0] for seed in seeds for beta_r in (0.0, 1.0)]
+    metric = MahalanobisMetric(load_task_data(task).train_images[: config.probe_samples])
+    rows = [_train_and_verify(task, beta_r, seed, config, metric)[0] for seed in seeds for beta_r in (0.0, 1.0)]
     honest = [r for r in rows if r["beta_r_over_beta_c"] == 0]
     vicious = [r for r in rows if r["beta_r_over_beta_c"] > 0]
     result["confirmation"] = {
@@ -181,7 +183,7 @@ def run_task(task: str) -> dict[str, Any]:
     trained_models: dict[tuple[float, int], Any] = {}
 
     def evaluate(beta_r: float, seed: int, detector: DetectorConfig) -> dict[str, Any]:
-        row, trained_models[beta_r, seed] = _train_and_verify(task, beta_r, seed, detector)
+        row, trained_models[beta_r, seed] = _train_and_verify(task, beta_r, seed, detector, metric)
         return row
 
     calibration = [evaluate(0.0, seed, config) for seed in CALIBRATION_SEEDS]

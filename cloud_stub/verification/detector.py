@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -43,13 +43,7 @@ from cloud_stub.verification.vicious import (
 )
 from edge_sdk.metrics import MahalanobisMetric
 
-__all__ = [
-    "DetectorConfig",
-    "VerificationReport",
-    "fine_tune_divergence",
-    "output_entropy",
-    "verify_classifier",
-]
+__all__ = ["DetectorConfig", "VerificationReport", "fine_tune_divergence", "output_entropy", "verify_classifier"]
 
 
 @dataclass(frozen=True)
@@ -249,6 +243,12 @@ def _reference(task: str, config: DetectorConfig) -> _Probe:
     return _probe(honest.classifier, task, config, _metric(task, config.probe_samples), with_label=False)
 
 
+# Settings the reference model and its probe do not depend on: configs that differ only
+# in them (the benchmark's calibrated margin) share one cached reference.
+_VERDICT_ONLY_SETTINGS: dict[str, Any] = {"finetune_samples": 0, "finetune_steps": 0, "finetune_batch": 0,
+                                          "finetune_lr": 0.0, "v_threshold": 0.0, "psnr_margin_db": 0.0,
+                                          "probe_baseline": "reference"}  # fmt: skip
+
 _BASELINE_WORDS = {
     "reference": "that of the verifier's honest reference model",
     "label": "that of the same probe trained on the model's predicted classes alone",
@@ -274,7 +274,7 @@ def verify_classifier(model: nn.Module, *, task: str, config: DetectorConfig | N
     if len(tune_x) < config.finetune_samples:  # small tasks (ORL): fine-tune on training images
         tune_x, tune_y = data.train_images[: config.finetune_samples], data.train_labels[: config.finetune_samples]
     t = time.perf_counter()
-    reference = _reference(task, config)
+    reference = _reference(task, replace(config, **_VERDICT_ONLY_SETTINGS))
     timings["reference"] = time.perf_counter() - t
     t = time.perf_counter()
     v, cosine = fine_tune_divergence(model, tune_x, tune_y, heldout_x, config)
