@@ -155,14 +155,15 @@ def test_craft_presets_choose_the_algorithm(tmp_path: Path, tiny_kit_dir: Path) 
     for i in range(3):
         Image.new("L", (92, 112), 30 + 50 * i).save(faces / f"{i}.png")
     methods = {}
-    for preset in ("default", "feature"):
-        out = tmp_path / f"{preset}.npz"
+    for preset, extra in (("default", []), ("feature", []), ("default", ["--latent-noise", "0"])):
+        out = tmp_path / f"{preset}{len(extra)}.npz"
         result = runner.invoke(app, ["craft", str(faces), "--out", str(out), "--kit", str(tiny_kit_dir), "--steps", "2",
-                                     "--preset", preset, "-q"])  # fmt: skip
+                                     "--preset", preset, "-q", *extra])  # fmt: skip
         assert result.exit_code == 0, result.output
         config = read_features(out).config["crafter"]
-        methods[preset] = (config["method"], config["utility"], config["steps"])
-    assert methods == {"default": ("crafter-z", "head", 2), "feature": ("crafter", "feature", 2)}
+        methods[preset, len(extra)] = (config["method"], config["utility"], config["steps"], config["latent_noise"])
+    assert methods == {("default", 0): ("crafter-z", "head", 2, 1.0), ("feature", 0): ("crafter", "feature", 2, 1.0),
+                       ("default", 2): ("crafter-z", "head", 2, 0.0)}  # fmt: skip
 
 
 def test_craft_rejects_bad_options(tmp_path: Path, tiny_kit_dir: Path) -> None:
@@ -170,3 +171,5 @@ def test_craft_rejects_bad_options(tmp_path: Path, tiny_kit_dir: Path) -> None:
     assert result.exit_code != 0 and "default" in result.output
     result = runner.invoke(app, ["craft", str(tmp_path), "--out", str(tmp_path / "x.npz"), "--solver", "svd"])
     assert result.exit_code != 0 and "solver" in result.output
+    result = runner.invoke(app, ["craft", str(tmp_path), "--out", str(tmp_path / "x.npz"), "--latent-noise", "2"])
+    assert result.exit_code != 0 and "latent-noise" in result.output

@@ -110,6 +110,32 @@ def test_crafter_z_releases_encoded_generator_outputs(tiny_kit: Kit) -> None:
     assert crafted_fit < raw_fit
 
 
+def test_latent_noise_sets_where_crafter_z_starts(tiny_kit: Kit) -> None:
+    from edge_sdk.inversion import invert
+
+    images = _images(6)
+    # A learning rate of 1e-7 leaves z where it started: the release shows the start Enc(G(z0)).
+    frozen = replace(FAST, method="crafter-z", steps=1, latent_lr=1e-7)
+
+    def gap_to_inversion(noise: float) -> float:
+        """Mean relative distance of the release from Enc(G(z*(F0))), z* solved here as the crafter does."""
+        result = Crafter(tiny_kit, replace(frozen, latent_noise=noise)).craft(images=images)
+        z_raw = invert(result.raw_features, generator=tiny_kit.generator, encoder=tiny_kit.encoder,
+                       amortizer=tiny_kit.amortizer, steps=frozen.inversion_steps, lr=frozen.inner_lr,
+                       latent_weight=frozen.latent_weight).latent  # fmt: skip
+        with torch.no_grad():
+            at_inversion = tiny_kit.encoder(tiny_kit.generator(z_raw))
+        gap = (result.features - at_inversion).flatten(1).norm(dim=1) / at_inversion.flatten(1).norm(dim=1)
+        return gap.mean().item()
+
+    paper, half, fresh = (gap_to_inversion(m) for m in (0.0, 0.5, 1.0))
+    assert paper < 1e-3  # latent_noise=0: the attacker's inversion (paper App. F)
+    assert 10 * paper < half < fresh  # noise moves the start away from the person's inversion
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="latent_noise"):
+            CrafterConfig(latent_noise=bad)
+
+
 def _head_kl(kit: Kit, released: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
     """KL(head(F0) || head(F)) per sample, computed here independently of the crafter."""
     assert kit.head is not None
@@ -132,7 +158,9 @@ def test_head_utility_keeps_the_heads_answers_where_privacy_alone_does_not(tiny_
         < 0.5 * _head_kl(tiny_kit, free.features, free.raw_features).mean()
     )
     default = CrafterConfig()
-    assert (default.method, default.utility, default.beta, default.steps) == ("crafter-z", "head", 1.0, 100)
+    assert (default.method, default.utility, default.beta, default.steps, default.latent_noise) == (
+        "crafter-z", "head", 1.0, 100, 1.0,
+    )  # fmt: skip
     with pytest.raises(ValueError, match="utility"):
         CrafterConfig(utility="pixels")  # type: ignore[arg-type]
     headless = replace(tiny_kit, head=None)

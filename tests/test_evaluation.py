@@ -234,8 +234,8 @@ def test_evaluate_command_writes_a_report_whose_worst_case_is_the_maximum(tmp_pa
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     names = [d["defence"] for d in report["defences"]]
-    assert names == ["raw (no defence)", "crafter-z (head utility) beta=1 (configured)", "gaussian (same distortion)",
-                     "crafter-z"]  # fmt: skip
+    assert names == ["raw (no defence)", "crafter-z (head utility, latent noise 1) beta=1 (configured)",
+                     "gaussian (same distortion)", "crafter-z"]  # fmt: skip
     assert report["oracles_on_real_faces"]["identity_sface"] >= 0.75
     raw = report["defences"][0]
     # The kit's encoder is nearly invertible: the decoder attack must recognise raw faces.

@@ -18,6 +18,7 @@ __all__ = [
     "EncoderOnnxOption",
     "FolderArgument",
     "KitOption",
+    "LatentNoiseOption",
     "OutOption",
     "PresetOption",
     "crafter_config",
@@ -43,6 +44,14 @@ PresetOption = Annotated[
         "(the paper's Alg. 1 settings)."
     ),
 ]
+LatentNoiseOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0, max=1.0,
+        help="Crafter-z's start: share of fresh prior noise in the starting latent (default preset 1: a "
+        "fresh face keeping only the head's answers; 0: the attacker's inversion, as the paper's App. F).",
+    ),
+]  # fmt: skip
 F = TypeVar("F", bound=Callable[..., Any])
 
 

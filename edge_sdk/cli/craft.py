@@ -13,6 +13,7 @@ from edge_sdk.cli._common import (
     EncoderOnnxOption,
     FolderArgument,
     KitOption,
+    LatentNoiseOption,
     OutOption,
     PresetOption,
     crafter_config,
@@ -41,6 +42,7 @@ def craft(
     beta: Annotated[float | None, typer.Option(help="Utility weight; larger keeps features closer to raw.")] = None,
     steps: Annotated[int | None, typer.Option(min=0, help="Feature updates per batch.")] = None,
     solver: Annotated[str | None, typer.Option(help="Inverse-Hessian solver: cg, neumann or dense.")] = None,
+    latent_noise: LatentNoiseOption = None,
     seed: Annotated[int, typer.Option(help="Seed; same images and seed give the same features.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Images crafted together.")] = 32,
     cache: Annotated[
@@ -72,7 +74,7 @@ def craft(
     Diagnostics (utility loss, distortion, epsilon-PII per batch, skipped files) go
     to FILE with suffix .json.
     """
-    config = crafter_config(preset, seed=seed, beta=beta, steps=steps, solver=solver)
+    config = crafter_config(preset, seed=seed, beta=beta, steps=steps, solver=solver, latent_noise=latent_noise)
     if upload is None and (dataset is not None or labels is not None):
         raise typer.BadParameter("--dataset and --labels need --upload URL", param_hint="--upload")
     if upload is not None and not api_key:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from edge_sdk.cli._common import KitOption, PresetOption, crafter_config, handle_errors
+from edge_sdk.cli._common import KitOption, LatentNoiseOption, PresetOption, crafter_config, handle_errors
 from edge_sdk.evaluation.harness import EvaluationConfig, evaluate
 from edge_sdk.evaluation.report import write_report
 from edge_sdk.kit import load_kit
@@ -35,6 +35,7 @@ def evaluate_command(
     preset: PresetOption = "default",
     beta: Annotated[float | None, typer.Option(help="Crafting beta evaluated (utility weight).")] = None,
     steps: Annotated[int | None, typer.Option(min=0, help="Crafting feature updates per batch.")] = None,
+    latent_noise: LatentNoiseOption = None,
     betas: Annotated[
         str | None, typer.Option(help="Comma-separated betas of the trade-off sweep (e.g. 0.05,0.2,1).")
     ] = None,
@@ -57,7 +58,7 @@ def evaluate_command(
                          betas=sweep if sweep is not None else config.betas)  # fmt: skip
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    crafting = crafter_config(preset, seed=seed, beta=beta, steps=steps)
+    crafting = crafter_config(preset, seed=seed, beta=beta, steps=steps, latent_noise=latent_noise)
     loaded = load_kit(kit)
     report = evaluate(loaded, crafter_config=crafting, config=config, progress=not quiet,
                       log=None if quiet else typer.echo)  # fmt: skip

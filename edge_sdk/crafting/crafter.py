@@ -98,6 +98,13 @@ class CrafterConfig:
         final_inversion_steps: Steps of the attacker's inversion measured for the
             diagnostics (epsilon-PII) after crafting.
         latent_lr: Adam learning rate of ``z`` for ``"crafter-z"`` (paper: 0.005).
+        latent_noise: For ``"crafter-z"``, the share ``m`` of fresh prior noise in the
+            starting latent, ``z0 = sqrt(1 - m^2) z*(F0) + m eps`` (a unit Gaussian
+            again, ``eps`` seeded by the batch): 1 (the default) starts at a fresh
+            prior face, so the release keeps of the person only what the utility loss
+            asks for (with head utility: the head's answers); 0 starts at the
+            attacker's inversion ``z*(F0)`` (paper App. F), which keeps more of the
+            face for new heads and for a decoder.
         utility: What ``beta`` weighs: ``"head"`` (the default), the KL divergence
             from the kit head's class distribution on the raw features to that on the
             released ones (the head's answers are kept while the feature may move far
@@ -131,6 +138,7 @@ class CrafterConfig:
     shuffle: bool = True
     final_inversion_steps: int = 50
     latent_lr: float = 0.05
+    latent_noise: float = 1.0
     utility: Literal["feature", "head"] = "head"
     seed: int = 0
 
@@ -146,6 +154,8 @@ class CrafterConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.beta < 0 or self.damping < 0 or self.latent_weight < 0 or self.gp_weight < 0:
             raise ValueError("beta, damping, latent_weight and gp_weight must be >= 0")
+        if not 0.0 <= self.latent_noise <= 1.0:
+            raise ValueError(f"latent_noise must be in [0, 1], got {self.latent_noise}")
         if self.prior_samples < 2:
             raise ValueError(f"prior_samples must be >= 2, got {self.prior_samples}")
         if self.solver not in ("cg", "neumann", "dense"):
@@ -452,7 +462,11 @@ class Crafter:
             loop_seconds = time.perf_counter() - loop_start
             z_final = solve_inner(crafted, z, cfg.final_inversion_steps)
         else:  # Crafter-z (paper App. F): optimise z, release Enc(G(z)).
-            z = z_raw.clone().requires_grad_(True)
+            z = z_raw.clone()
+            if cfg.latent_noise > 0:  # drawn only then: latent_noise=0 keeps the paper's stream
+                m = cfg.latent_noise
+                z = math.sqrt(1 - m * m) * z + m * torch.randn(z.shape, generator=gen)
+            z.requires_grad_(True)
             opt_z = torch.optim.Adam([z], lr=cfg.latent_lr)
             for step in range(cfg.steps):
                 with torch.no_grad():

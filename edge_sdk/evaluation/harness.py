@@ -234,7 +234,8 @@ def _defences(ctx: _Context, crafter_config: CrafterConfig) -> list[_Defence]:
         defences.append(_Defence("gaussian (same distortion)", "gaussian", None,
                                  gaussian_like(ctx.raw_test, test, seed=cfg.seed + 1),
                                  gaussian_like(raw_public, public, seed=cfg.seed + 2)))  # fmt: skip
-        config = replace(crafter_config, method="crafter-z", utility="feature")
+        # The paper's Crafter-z (App. F): from the attacker's inversion, feature utility.
+        config = replace(crafter_config, method="crafter-z", utility="feature", latent_noise=0.0)
         if config != crafter_config:
             ctx.log("crafting with Crafter-z (baseline)")
             test, per_image, pii = craft_batches(kit, config, ctx.test.images, batch_size=cfg.batch_size)
@@ -245,7 +246,10 @@ def _defences(ctx: _Context, crafter_config: CrafterConfig) -> list[_Defence]:
 
 def _label(config: CrafterConfig) -> str:
     """How a crafting configuration is named in reports."""
-    return config.method if config.utility == "feature" else f"{config.method} (head utility)"
+    notes = ["head utility"] if config.utility == "head" else []
+    if config.method == "crafter-z" and config.latent_noise > 0:
+        notes.append(f"latent noise {config.latent_noise:g}")
+    return config.method + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _a2_generator(ctx: _Context) -> torch.nn.Module:
