@@ -65,8 +65,9 @@ def evaluate_command(
     paths = write_report(report, out, spec=loaded.spec)
     chance = report["faces"]["chance"]
     typer.echo(f"\nworst-case identity accuracy over all attacks (chance {chance:.2f}):")
+    width = max(len(d["defence"]) for d in report["defences"])
     for d in report["defences"]:
         worst = ", ".join(f"{o} {w['identity']:.3f}" for o, w in d["worst_case"].items())
-        typer.echo(f"  {d['defence']:<34} {worst}; pose {d['utility']['pose_accuracy']:.3f} "
+        typer.echo(f"  {d['defence']:<{width}} {worst}; pose {d['utility']['pose_accuracy']:.3f} "
                    f"(raw {d['utility']['pose_accuracy_raw']:.3f})")  # fmt: skip
     typer.echo(f"report: {paths['markdown']} (JSON {paths['json'].name}, {len(paths) - 2} figures)")
