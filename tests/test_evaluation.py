@@ -192,6 +192,26 @@ def test_gaussian_baseline_has_each_samples_distortion_and_is_seeded() -> None:
     assert not torch.equal(noisy, gaussian_like(raw, crafted, seed=4))
 
 
+def test_identity_oracle_depends_on_its_seed_only() -> None:
+    from edge_sdk.data.orl import FaceSet
+    from edge_sdk.evaluation.identity import train_identity_classifier
+
+    train = load_orl("private-train")
+    few = FaceSet(*(t[:24] for t in (train.images, train.identity, train.image_index, train.pose)))
+
+    def weights(seed: int) -> torch.Tensor:
+        torch.rand(7)  # move the global generator: dropout must not read it
+        model = train_identity_classifier(few, epochs=2, seed=seed)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    first = weights(0)
+    assert torch.equal(first, weights(0))
+    assert not torch.equal(first, weights(1))
+    state = torch.random.get_rng_state()
+    train_identity_classifier(few, epochs=1, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's generator is left alone
+
+
 def test_select_faces_spreads_over_people() -> None:
     test = load_orl("private-test")
     chosen = select_faces(test, 20)

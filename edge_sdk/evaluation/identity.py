@@ -64,19 +64,24 @@ def train_identity_classifier(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = IdentityClassifier(channels=faces.images.shape[1], identities=identities)
-    opt = torch.optim.AdamW(model.parameters(), lr=_LR, weight_decay=1e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=_LR, total_steps=epochs * -(-len(faces) // _BATCH_SIZE))
-    model.train()
-    for _ in tqdm(range(epochs), desc="identity oracle", disable=not progress):
-        order = torch.randperm(len(faces), generator=gen)
-        for start in range(0, len(faces), _BATCH_SIZE):
-            idx = order[start : start + _BATCH_SIZE]
-            x, _ = augment(faces.images[idx], gen, max_shift=4, brightness=0.15)
-            loss = F.cross_entropy(model(x), targets[idx], label_smoothing=0.1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+    # Dropout draws from the global generator: seed it for the training too (and
+    # leave the caller's state alone), so the oracle depends on ``seed`` only.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=_LR, weight_decay=1e-3)
+        steps = epochs * -(-len(faces) // _BATCH_SIZE)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=_LR, total_steps=steps)
+        model.train()
+        for _ in tqdm(range(epochs), desc="identity oracle", disable=not progress):
+            order = torch.randperm(len(faces), generator=gen)
+            for start in range(0, len(faces), _BATCH_SIZE):
+                idx = order[start : start + _BATCH_SIZE]
+                x, _ = augment(faces.images[idx], gen, max_shift=4, brightness=0.15)
+                loss = F.cross_entropy(model(x), targets[idx], label_smoothing=0.1)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
     return model.eval()
 
 
