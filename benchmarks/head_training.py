@@ -32,6 +32,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/head_training.json"))
     parser.add_argument("--presets", default="default,feature", help="comma-separated crafting presets")
+    parser.add_argument("--latent-noises", default="",
+                        help="comma-separated latent_noise values also released with the default preset")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=5, help="head-training seeds")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
@@ -56,8 +58,10 @@ def main() -> None:
     rows: list[dict[str, Any]] = [
         {"features": "raw", "seconds_crafting": 0.0, "test_accuracy": accuracies(raw_train, raw["private-test"])}
     ]
-    for preset in [p.strip() for p in args.presets.split(",") if p.strip()]:
-        config = PRESETS[preset](seed=0)
+    configs = {preset: PRESETS[preset](seed=0) for preset in (p.strip() for p in args.presets.split(",")) if preset}
+    for noise in (float(m) for m in args.latent_noises.split(",") if m.strip()):
+        configs[f"default, latent noise {noise:g}"] = PRESETS["default"](seed=0, latent_noise=noise)
+    for preset, config in configs.items():
         start = time.perf_counter()
         released = {name: craft_batches(kit, config, faces.images, batch_size=args.batch_size)[0]
                     for name, faces in sets.items()}  # fmt: skip
@@ -73,10 +77,11 @@ def main() -> None:
     args.out.write_text(json.dumps({"seeds": args.seeds, "train_faces": len(train_labels),
                                     "test_faces": len(test_labels), "rows": rows}, indent=2) + "\n")  # fmt: skip
     print(f"\nnew pose heads trained on {len(train_labels)} released faces, tested on {len(test_labels)} unseen people")
-    print(f"{'features':<12}{'mean acc':>10}{'stdev':>8}  per seed")
+    width = max(len(row["features"]) for row in rows) + 2
+    print(f"{'features':<{width}}{'mean acc':>10}{'stdev':>8}  per seed")
     for row in rows:
         per_seed = " ".join(f"{a:.3f}" for a in row["test_accuracy"])
-        print(f"{row['features']:<12}{row['mean']:>10.3f}{row['stdev']:>8.3f}  {per_seed}")
+        print(f"{row['features']:<{width}}{row['mean']:>10.3f}{row['stdev']:>8.3f}  {per_seed}")
     print(f"\nwrote {args.out}")
 
 
