@@ -7,7 +7,9 @@ Runs :func:`edge_sdk.evaluation.evaluate` (the ``edge-sdk evaluate`` command wit
 a beta sweep (``--betas``), Gaussian noise at the same distortion and Crafter-z, and
 writes ``report.json``, ``report.md`` and the figures into ``--out``. Prints the
 worst case per defence (highest identity accuracy over all attacks, per oracle)
-with the utility, then the A3 table.
+with the utility, then the A3 table. ``--preset`` and ``--latent-noise`` choose the
+crafting configuration evaluated, e.g. ``--betas "" --latent-noise 0.5 --no-baselines``
+for the default at a partial Crafter-z start alone.
 """
 
 from __future__ import annotations
@@ -36,14 +38,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", choices=tuple(PRESETS), default="default",
                         help="crafting configuration evaluated (as `edge-sdk craft --preset`)")  # fmt: skip
+    parser.add_argument("--latent-noise", type=float, default=None,
+                        help="override the preset's Crafter-z start (as `edge-sdk craft --latent-noise`)")  # fmt: skip
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="skip the Gaussian-noise and Crafter-z baselines")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     betas = tuple(float(b) for b in args.betas.split(",") if b.strip())
     config = replace(EvaluationConfig(), images=args.images, betas=betas, whitebox_steps=args.whitebox_steps,
-                     a2_gan_steps=args.a2_gan_steps, seed=args.seed)  # fmt: skip
+                     a2_gan_steps=args.a2_gan_steps, seed=args.seed, baselines=not args.no_baselines)  # fmt: skip
+    crafter_config = PRESETS[args.preset](seed=args.seed)
+    if args.latent_noise is not None:
+        crafter_config = replace(crafter_config, latent_noise=args.latent_noise)
     kit = load_kit()
     start = time.perf_counter()
-    report = evaluate(kit, crafter_config=PRESETS[args.preset](seed=args.seed), config=config,
+    report = evaluate(kit, crafter_config=crafter_config, config=config,
                       log=lambda line: print(f"[{time.perf_counter() - start:7.0f}s] {line}", flush=True))  # fmt: skip
     paths = write_report(report, args.out, spec=kit.spec)
     print(f"\n{report['faces']['attacked']} private-test faces, chance {report['faces']['chance']:.2f}; "
