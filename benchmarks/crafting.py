@@ -135,14 +135,15 @@ def main() -> None:
               "batch_size": args.batch_size, "attack_steps": args.attack_steps, "rows": rows}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    columns = [("configuration", 22), ("s/img", 9), ("eps-PII", 9), ("SSIM", 7), ("ID acc", 8), ("dec ID", 8),
+    width = max(len("configuration"), *(len(str(r["name"])) for r in rows)) + 2
+    columns = [("configuration", width), ("s/img", 9), ("eps-PII", 9), ("SSIM", 7), ("ID acc", 8), ("dec ID", 8),
                ("pose", 7), ("raw pose", 9), ("agree", 7), ("dist", 7)]  # fmt: skip
     header = "".join(f"{name:<{w}}" if i == 0 else f"{name:>{w}}" for i, (name, w) in enumerate(columns))
     print(f"\nidentity oracle on real private-test faces: {oracle_real:.3f} (chance 0.05)")
     print(header)
     for r in rows:
         pii = f"{r['epsilon_pii']:.4f}" if r["epsilon_pii"] is not None else "-"
-        print(f"{r['name']:<22}{r['seconds_per_image']:>9.2f}{pii:>9}{r['attack_ssim']:>7.3f}"
+        print(f"{r['name']:<{width}}{r['seconds_per_image']:>9.2f}{pii:>9}{r['attack_ssim']:>7.3f}"
               f"{r['attack_identity_accuracy']:>8.3f}{r['decoder_identity_accuracy']:>8.3f}"
               f"{r['pose_accuracy']:>7.3f}{r['pose_accuracy_raw']:>9.3f}"
               f"{r['pose_agreement']:>7.3f}{r['relative_distortion']:>7.3f}")  # fmt: skip
