@@ -47,9 +47,8 @@ def main() -> None:
     betas = tuple(float(b) for b in args.betas.split(",") if b.strip())
     config = replace(EvaluationConfig(), images=args.images, betas=betas, whitebox_steps=args.whitebox_steps,
                      a2_gan_steps=args.a2_gan_steps, seed=args.seed, baselines=not args.no_baselines)  # fmt: skip
-    crafter_config = PRESETS[args.preset](seed=args.seed)
-    if args.latent_noise is not None:
-        crafter_config = replace(crafter_config, latent_noise=args.latent_noise)
+    overrides = {} if args.latent_noise is None else {"latent_noise": args.latent_noise}
+    crafter_config = PRESETS[args.preset](seed=args.seed, **overrides)
     kit = load_kit()
     start = time.perf_counter()
     report = evaluate(kit, crafter_config=crafter_config, config=config,
