@@ -1,7 +1,17 @@
-"""Shared fixtures: tiny architectures and kits built in the test, never the shipped weights."""
+"""Shared fixtures: tiny architectures and kits built in the test, never the shipped weights.
+
+Three environment variables change the numerics the tests run under, so that
+``tests/test_portability.py`` can rerun the numerical tests as another machine would
+(a test must pass for any of them when the code is right):
+
+- ``EDGE_SDK_TEST_THREADS``: torch's intra-op threads (default 1);
+- ``EDGE_SDK_TEST_DETERMINISTIC=1``: ``torch.use_deterministic_algorithms(True)``;
+- ``EDGE_SDK_TEST_SEED``: shifts the global seed and every tiny kit's seed (default 0).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,15 +27,26 @@ TINY = Architecture(
 )  # fmt: skip
 
 
+TEST_SEED = int(os.environ.get("EDGE_SDK_TEST_SEED", "0"))
+TEST_THREADS = int(os.environ.get("EDGE_SDK_TEST_THREADS", "1"))
+if os.environ.get("EDGE_SDK_TEST_DETERMINISTIC") == "1":
+    torch.use_deterministic_algorithms(True)
+
+
+def shifted_seed(seed: int) -> int:
+    """``seed`` itself in a normal run; another seed, the same for every test, under ``EDGE_SDK_TEST_SEED``."""
+    return seed + 7919 * TEST_SEED
+
+
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
+    torch.manual_seed(shifted_seed(0))
+    torch.set_num_threads(TEST_THREADS)
 
 
 def make_tiny_kit(seed: int = 0, arch: Architecture = TINY) -> Kit:
     """A randomly initialised kit of the tiny architecture, networks in eval mode."""
-    torch.manual_seed(seed)
+    torch.manual_seed(shifted_seed(seed))
     models = {name: m.eval() for name, m in build_models(arch).items()}
     manifest = KitManifest(
         name="tiny", image=ImageSpec(size=arch.image_size, channels=arch.channels), architecture=arch,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import typer
 from PIL import Image
 from typer.testing import CliRunner
@@ -164,6 +165,21 @@ def test_craft_presets_choose_the_algorithm(tmp_path: Path, tiny_kit_dir: Path) 
         methods[preset, len(extra)] = (config["method"], config["utility"], config["steps"], config["latent_noise"])
     assert methods == {("default", 0): ("crafter-z", "head", 2, 1.0), ("feature", 0): ("crafter", "feature", 2, 1.0),
                        ("default", 2): ("crafter-z", "head", 2, 0.0)}  # fmt: skip
+
+
+def test_craft_and_encode_run_on_the_threads_asked_for(tmp_path: Path, tiny_kit_dir: Path) -> None:
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    Image.new("L", (92, 112), 80).save(faces / "a.png")
+    for command in ("craft", "encode"):
+        torch.set_num_threads(1)
+        extra = ["--steps", "1"] if command == "craft" else []
+        result = runner.invoke(app, [command, str(faces), "--out", str(tmp_path / f"{command}.npz"), "--kit",
+                                     str(tiny_kit_dir), "--threads", "2", "-q", *extra])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 2
+    refused = runner.invoke(app, ["craft", str(faces), "--out", str(tmp_path / "x.npz"), "--threads", "0"])
+    assert refused.exit_code != 0 and "threads" in refused.output
 
 
 def test_craft_rejects_bad_options(tmp_path: Path, tiny_kit_dir: Path) -> None:

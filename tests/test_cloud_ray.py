@@ -27,6 +27,7 @@ def test_app_builder_reads_settings_and_refuses_unknown_keys(tmp_path: Path) -> 
         app_builder({"databse_url": "sqlite:///x.db"})
 
 
+@pytest.mark.slow
 def test_two_replicas_share_uploads_jobs_and_the_trained_head(tmp_path: Path) -> None:
     from cloud_stub.ray_serve import build_deployment
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
+from torch import nn
 
 from edge_sdk.crafting.cache import CacheError, RepeatCache
 from edge_sdk.crafting.crafter import Crafter, CrafterConfig
@@ -85,7 +86,7 @@ def test_duplicates_inside_one_batch_are_crafted_once(tiny_kit: Kit) -> None:
 def test_beta_trades_distortion(tiny_kit: Kit) -> None:
     loose = Crafter(tiny_kit, replace(FAST, beta=0.0, steps=6)).craft(images=_images())
     tight = Crafter(tiny_kit, replace(FAST, beta=50.0, steps=6)).craft(images=_images())
-    assert tight.diagnostics["utility_loss"] < loose.diagnostics["utility_loss"]
+    assert tight.diagnostics["utility_loss"] < 0.5 * loose.diagnostics["utility_loss"]  # 0.25-0.27 on 12 kits
 
 
 @pytest.mark.parametrize("solver", ["cg", "neumann", "dense"])
@@ -140,22 +141,43 @@ def _head_kl(kit: Kit, released: torch.Tensor, raw: torch.Tensor) -> torch.Tenso
     """KL(head(F0) || head(F)) per sample, computed here independently of the crafter."""
     assert kit.head is not None
     with torch.no_grad():
-        p, q = torch.softmax(kit.head(raw), 1), torch.softmax(kit.head(released), 1)
-    return (p * (p.log() - q.log())).sum(1)
+        log_p, log_q = torch.log_softmax(kit.head(raw), 1), torch.log_softmax(kit.head(released), 1)
+    return (log_p.exp() * (log_p - log_q)).sum(1)
+
+
+def _principal_component_head(kit: Kit, *, logit_std: float = 2.0) -> nn.Module:
+    """A linear head whose logits are the top principal components of ``Enc(G(z))``, ``logit_std`` apart.
+
+    A random tiny head answers almost the same class for every generator output, so
+    keeping its answers would be a small effect that rounding can decide; this head's
+    answers spread over the classes across the generator's range.
+    """
+    with torch.no_grad():
+        z = torch.randn(256, kit.architecture.latent_dim, generator=torch.Generator().manual_seed(123))
+        feats = kit.encoder(kit.generator(z)).flatten(1)
+    mean = feats.mean(0)
+    _, singular, directions = torch.linalg.svd(feats - mean, full_matrices=False)
+    k = kit.architecture.num_classes
+    weight = directions[:k] * (logit_std * (feats.shape[0] - 1) ** 0.5 / singular[:k, None])
+    linear = nn.Linear(feats.shape[1], k)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        linear.bias.copy_(-weight @ mean)
+    return nn.Sequential(nn.Flatten(), linear).eval()
 
 
 def test_head_utility_keeps_the_heads_answers_where_privacy_alone_does_not(tiny_kit: Kit) -> None:
-    images = _images(8)
-    assert tiny_kit.head is not None
-    with torch.no_grad():  # a random tiny head answers almost uniformly: sharpen it
-        for p in tiny_kit.head.parameters():
-            p.mul_(4.0)
+    kit = replace(tiny_kit, head=_principal_component_head(tiny_kit))
+    with torch.no_grad():  # faces the generator can draw: the raw answers are reachable from a fresh latent
+        images = kit.generator(torch.randn(8, kit.architecture.latent_dim, generator=torch.Generator().manual_seed(8)))
     base = replace(FAST, method="crafter-z", steps=40, latent_lr=0.05)
-    kept = Crafter(tiny_kit, replace(base, utility="head", beta=20.0)).craft(images=images)
-    free = Crafter(tiny_kit, replace(base, utility="head", beta=0.0)).craft(images=images)
+    kept = Crafter(kit, replace(base, utility="head", beta=20.0)).craft(images=images)
+    free = Crafter(kit, replace(base, utility="head", beta=0.0)).craft(images=images)
+    # Measured over 8 kit seeds: kept / free KL at most 0.03, free KL 0.55-1.5 nats.
+    assert _head_kl(kit, free.features, free.raw_features).mean() > 0.2
     assert (
-        _head_kl(tiny_kit, kept.features, kept.raw_features).mean()
-        < 0.5 * _head_kl(tiny_kit, free.features, free.raw_features).mean()
+        _head_kl(kit, kept.features, kept.raw_features).mean()
+        < 0.2 * _head_kl(kit, free.features, free.raw_features).mean()
     )
     default = CrafterConfig()
     assert (default.method, default.utility, default.beta, default.steps, default.latent_noise) == (
@@ -235,4 +257,4 @@ def test_exact_emd_privacy_loss_moves_reconstructions_towards_the_prior(tiny_kit
     result = Crafter(tiny_kit, cfg).craft(images=_images(6))
     emd = result.diagnostics["curves"]["emd"]
     assert len(emd) == 8 and result.diagnostics["curves"]["critic_estimate"] == []
-    assert emd[-1] < emd[0]
+    assert emd[-1] < 0.95 * emd[0]  # 0.77-0.88 measured over 12 tiny kits

@@ -144,7 +144,10 @@ def test_white_box_inversion_recovers_generated_images_of_a_tiny_kit() -> None:
     attack = WhiteBoxInversion("wb", kit.generator, kit.encoder, steps=300, lr=0.05, optimizer="adam")
     rebuilt = attack.reconstruct(features)
     far = WhiteBoxInversion("wb0", kit.generator, kit.encoder, steps=0).reconstruct(features)
-    assert (rebuilt - images).pow(2).mean() < 0.25 * (far - images).pow(2).mean()
+    # Non-convex: one sample in six may stop in a local minimum (the mean ratio reached 0.25
+    # on one of 16 tiny kits); the typical sample is recovered (median ratio below 1e-4 on all).
+    ratio = (rebuilt - images).pow(2).flatten(1).mean(1) / (far - images).pow(2).flatten(1).mean(1)
+    assert ratio.median() < 0.05
 
 
 def test_a1_adaptation_fits_the_crafted_pairs_better_than_the_plain_decoder() -> None:
@@ -165,8 +168,9 @@ def test_a1_adaptation_fits_the_crafted_pairs_better_than_the_plain_decoder() ->
 
 def test_a1_generator_adaptation_moves_inversions_towards_the_faces() -> None:
     kit = make_tiny_kit()
-    g = torch.Generator().manual_seed(6)
-    images = torch.rand(32, *kit.architecture.image_shape, generator=g) * 2 - 1
+    # Bright smooth faces far from what the random generator draws: a large, learnable gap
+    # (uniform noise would leave nothing to learn but its mean, a margin rounding decides).
+    images = 0.5 * _smooth_images(32, seed=6) + 0.5
     features = kit.encode(images)
 
     def error(generator: nn.Module) -> float:
@@ -176,7 +180,7 @@ def test_a1_generator_adaptation_moves_inversions_towards_the_faces() -> None:
 
     adapted = adapt_generator(kit.generator, kit.encoder, kit.amortizer, features, images, steps=30, batch_size=16,
                               inversion_steps=5, lr=3e-3)  # fmt: skip
-    assert error(adapted) < error(kit.generator)
+    assert error(adapted) < 0.5 * error(kit.generator)  # measured over 8 tiny kits: at most 0.19
     assert all(not p.requires_grad for p in adapted.parameters())
 
 
@@ -232,6 +236,7 @@ def test_evaluation_config_rejects_impossible_budgets() -> None:
 # --- the command -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_evaluate_command_writes_a_report_whose_worst_case_is_the_maximum(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import json
     from dataclasses import replace

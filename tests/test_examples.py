@@ -28,6 +28,7 @@ def test_readmes_name_the_commands_the_tests_run() -> None:
         assert f".venv/bin/python examples/{example}/{example}.py --quick" in readme
 
 
+@pytest.mark.slow
 def test_edge_app() -> None:
     out = run_example("examples/edge_app/edge_app.py")
     assert "encoder: onnxruntime" in out and out.count("-> pose class") == 3
@@ -35,12 +36,14 @@ def test_edge_app() -> None:
     assert "refused upload handled" in out and "401" in out and "unreachable server handled" in out
 
 
+@pytest.mark.slow
 def test_craft_folder() -> None:
     out = run_example("examples/craft_folder/craft_folder.py")
     assert "CLI and library give the same features: True" in out
     assert "resumed: 1 batch(es) reused, 8 images, same features as the uninterrupted run = True" in out
 
 
+@pytest.mark.slow
 def test_cloud_operator() -> None:
     out = run_example("examples/cloud_operator/cloud_operator.py")
     if FASHION_MNIST_DIR.is_dir():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, shifted_seed
 from edge_sdk.data.images import ImageSpec
 from edge_sdk.data.orl import FaceSet
 from edge_sdk.kit import load_kit, save_kit
@@ -15,7 +15,7 @@ from edge_sdk.kit.models import Critic
 from edge_sdk.kit.training import TrainingConfig, augment, gradient_penalty, recalibrate_batchnorm, train_kit
 
 FEW = TrainingConfig(seed=3, pose_epochs=4, pose_batch_size=8, gan_steps=4, gan_batch_size=8, n_critic=2,
-                     amortizer_steps=30, amortizer_batch_size=16)  # fmt: skip
+                     amortizer_steps=30, amortizer_batch_size=16, amortizer_lr=3e-2)  # fmt: skip
 
 
 def _synthetic_faces(n: int = 24) -> FaceSet:
@@ -28,8 +28,8 @@ def _synthetic_faces(n: int = 24) -> FaceSet:
     return FaceSet(images=images.clamp(-1, 1), identity=torch.arange(n) // 4, image_index=torch.arange(n), pose=pose)
 
 
-def _train(seed: int = 3) -> tuple:  # type: ignore[type-arg]
-    cfg = TrainingConfig(**{**FEW.__dict__, "seed": seed})
+def _train(seed: int = 3, **overrides: int) -> tuple:  # type: ignore[type-arg]
+    cfg = TrainingConfig(**{**FEW.__dict__, "seed": shifted_seed(seed), **overrides})
     return train_kit(_synthetic_faces(), architecture=TINY, spec=ImageSpec(size=16), config=cfg, progress=False)
 
 
@@ -40,12 +40,22 @@ def test_training_run_changes_every_network_and_logs_finite_losses(tmp_path: Pat
     assert len(log.amortizer_loss) == FEW.amortizer_steps
     for curve in (log.pose_loss, log.critic_loss, log.generator_loss, log.amortizer_loss):
         assert all(torch.isfinite(torch.tensor(curve)))
-    # The amortizer learns: its last losses sit below its first ones.
-    assert sum(log.amortizer_loss[-5:]) < sum(log.amortizer_loss[:5])
+    # The amortizer learns: on held-out latents it predicts z better than the same kit's
+    # untrained amortizer (the stage runs last, so every other network is the same).
+    # Batch losses would compare fresh random batches; measured over 10 seeds this ratio
+    # lies in 0.70-0.83.
+    untrained, _ = _train(amortizer_steps=0)
+    z = torch.randn(256, TINY.latent_dim, generator=torch.Generator().manual_seed(99))
+
+    def latent_error(amortizer: torch.nn.Module) -> float:
+        with torch.no_grad():
+            return float((amortizer(kit.encoder(kit.generator(z))) - z).pow(2).mean())
+
+    assert latent_error(kit.amortizer) < 0.95 * latent_error(untrained.amortizer)
     assert set(log.seconds) == {"pose", "gan", "amortizer"}
     saved = save_kit(kit, tmp_path / "kit")
     again = load_kit(tmp_path / "kit")
-    assert again.manifest.training["config"]["seed"] == 3
+    assert again.manifest.training["config"]["seed"] == shifted_seed(3)
     assert saved.manifest.files.keys() == again.manifest.files.keys()
 
 
@@ -60,15 +70,16 @@ def test_same_seed_same_weights_other_seed_other_weights() -> None:
 
 
 def test_pose_stage_learns_a_learnable_task() -> None:
-    cfg = TrainingConfig(**{**FEW.__dict__, "pose_epochs": 40, "gan_steps": 0, "amortizer_steps": 0,
-                            "max_shift": 0, "brightness": 0.0})  # fmt: skip
+    # lr 1e-2: measured over 10 seeds every image right (lr 1e-3 left 4 seeds at 16/24).
+    cfg = TrainingConfig(**{**FEW.__dict__, "seed": shifted_seed(FEW.seed), "pose_epochs": 40, "pose_lr": 1e-2,
+                            "gan_steps": 0, "amortizer_steps": 0, "max_shift": 0, "brightness": 0.0})  # fmt: skip
     faces = _synthetic_faces()
     kit, log = train_kit(faces, architecture=TINY, spec=ImageSpec(size=16), config=cfg, progress=False)
     assert kit.head is not None
     with torch.no_grad():
         accuracy = (kit.head(kit.encode(faces.images)).argmax(1) == faces.pose).float().mean()
     assert accuracy == 1.0
-    assert log.pose_loss[-1] < 0.75 * log.pose_loss[0]
+    assert log.pose_loss[-1] < 0.9 * log.pose_loss[0]  # at most 0.78 over the 10 seeds
 
 
 def test_augment_flips_swap_sides_and_keep_range() -> None:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from cloud_stub import Store
 from cloud_stub.heads import ServedHead
 from cloud_stub.training import BackgroundWorker
-from cloud_stub.verification import detector
+from cloud_stub.verification import detector, vicious
 from cloud_stub.verification.defences import SSD, argmax_only, noisy, round_digits, ssd_project, top_k
 from cloud_stub.verification.detector import DetectorConfig, verify_classifier
 from cloud_stub.verification.tasks import FASHION_MNIST_DIR, TaskData
@@ -134,7 +134,9 @@ def _blobs(n: int, seed: int) -> TaskData:
 
 def test_joint_training_lowers_the_reconstruction_loss() -> None:
     data = _blobs(400, 0)
-    models = train_vicious("fashion-mnist", ViciousConfig(beta_r=1.0, epochs=4, width=8, batch_size=32), data=data)
+    # lr 3e-3: loss / initial 0.65-0.72 over 8 seeds (at the paper's 1e-3, 0.75-0.84, too near the bound).
+    models = train_vicious("fashion-mnist", ViciousConfig(beta_r=1.0, epochs=4, width=8, batch_size=32, lr=3e-3),
+                           data=data)  # fmt: skip
     untrained = train_vicious("fashion-mnist", ViciousConfig(beta_r=1.0, epochs=0 + 1, width=8, lr=0.0), data=data)
     x = data.test_images
     with torch.no_grad():
@@ -201,10 +203,16 @@ def test_the_label_baseline_scores_the_outputs_against_the_predicted_class_alone
 ) -> None:
     """A model whose outputs are its one-hot prediction gains nothing over the label probe; a leaky one does."""
     data = _blobs(120, 5)
+    # Every reader of the task's data sees the blobs (the reference model is trained by
+    # train_vicious), and no cached reference or metric of the real task is reused.
     monkeypatch.setattr(detector, "load_task_data", lambda task: data)
+    monkeypatch.setattr(vicious, "load_task_data", lambda task: data)
+    for cached in (detector._reference, detector._metric):
+        cached.cache_clear()
     config = DetectorConfig(probe_samples=100, heldout_samples=20, finetune_samples=16, finetune_batch=8,
-                            finetune_steps=2, probe_steps=60, probe_batch=32, reference_epochs=1,
+                            finetune_steps=2, probe_steps=150, probe_batch=32, reference_epochs=1,
                             probe_baseline="label", psnr_margin_db=0.5)  # fmt: skip
+    # 150 probe steps: the leaky gap measured 2.2-4.7 dB over 6 seeds (0.4-1.3 dB after 60 steps).
 
     class OneHot(torch.nn.Module):
         def __init__(self, leak: bool) -> None:
@@ -228,6 +236,7 @@ def test_the_label_baseline_scores_the_outputs_against_the_predicted_class_alone
         DetectorConfig(probe_baseline="nearest")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian package dataset-fashion-mnist is not installed")
 def test_detector_separates_an_honest_from_a_vicious_model() -> None:
     torch.set_num_threads(2)
@@ -242,6 +251,7 @@ def test_detector_separates_an_honest_from_a_vicious_model() -> None:
     assert vicious_report.to_json()["data"]["finetune_images"] == config.finetune_samples
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian package dataset-fashion-mnist is not installed")
 def test_the_service_worker_verifies_an_upload_and_the_cli_gives_the_verdict(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -21,8 +21,10 @@ __all__ = [
     "LatentNoiseOption",
     "OutOption",
     "PresetOption",
+    "ThreadsOption",
     "crafter_config",
     "handle_errors",
+    "use_threads",
 ]
 
 EXIT_BAD_INPUT = 2
@@ -52,7 +54,23 @@ LatentNoiseOption = Annotated[
         "fresh face keeping only the head's answers; 0: the attacker's inversion, as the paper's App. F).",
     ),
 ]  # fmt: skip
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="CPU threads of torch (default: torch's choice, usually one per core). Floating-point sums depend "
+        "on it: the same seed gives bit-identical features at the same thread count.",
+    ),
+]
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def use_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads when the user chose a number (``None``: leave torch's default)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def crafter_config(preset: str, **overrides: Any) -> CrafterConfig:

@@ -16,9 +16,11 @@ from edge_sdk.cli._common import (
     LatentNoiseOption,
     OutOption,
     PresetOption,
+    ThreadsOption,
     crafter_config,
     handle_errors,
     report_job,
+    use_threads,
 )
 from edge_sdk.client import CloudClient
 from edge_sdk.crafting.cache import RepeatCache
@@ -49,6 +51,7 @@ def craft(
         Path | None, typer.Option(help="SQLite repeat cache: an image seen before gets its first release again.")
     ] = None,
     restart: Annotated[bool, typer.Option(help="Discard unfinished work of an interrupted run.")] = False,
+    threads: ThreadsOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     upload: Annotated[
         str | None,
@@ -74,6 +77,7 @@ def craft(
     Diagnostics (utility loss, distortion, epsilon-PII per batch, skipped files) go
     to FILE with suffix .json.
     """
+    use_threads(threads)
     config = crafter_config(preset, seed=seed, beta=beta, steps=steps, solver=solver, latent_noise=latent_noise)
     if upload is None and (dataset is not None or labels is not None):
         raise typer.BadParameter("--dataset and --labels need --upload URL", param_hint="--upload")

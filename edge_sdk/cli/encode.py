@@ -7,7 +7,16 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from edge_sdk.cli._common import EncoderOnnxOption, FolderArgument, KitOption, OutOption, handle_errors, report_job
+from edge_sdk.cli._common import (
+    EncoderOnnxOption,
+    FolderArgument,
+    KitOption,
+    OutOption,
+    ThreadsOption,
+    handle_errors,
+    report_job,
+    use_threads,
+)
 from edge_sdk.data.folder import FolderImages
 from edge_sdk.jobs import run_folder_job
 from edge_sdk.kit import load_kit
@@ -24,6 +33,7 @@ def encode(
     encoder_onnx: EncoderOnnxOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images encoded at a time.")] = 32,
     restart: Annotated[bool, typer.Option(help="Discard unfinished work of an interrupted run.")] = False,
+    threads: ThreadsOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Encode every image of FOLDER with the kit's encoder, without crafting.
@@ -32,6 +42,7 @@ def encode(
     (`edge-sdk craft`). Bad image files are skipped and listed in FILE's
     diagnostics (FILE with suffix .json).
     """
+    use_threads(threads)
     loaded = load_kit(kit)
     runtime = load_encoder(loaded, encoder_onnx)
 

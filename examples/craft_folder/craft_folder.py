@@ -44,7 +44,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="Keep the outputs here instead of a temporary folder.")
     args = parser.parse_args()
     steps, batch = (3, 4) if args.quick else (30, 32)
-    torch.set_num_threads(2)
+    threads = 2  # the CLI gets the same number: floating-point sums, and so features, depend on it
+    torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.out or Path(tmp)
         faces = work / "faces"
@@ -55,7 +56,7 @@ def main() -> None:
 
         # 1. The command line.
         print(edge_sdk("craft", str(faces), "--out", str(work / "cli.npz"), "--steps", str(steps),
-                       "--batch-size", str(batch), "--seed", "0", "--quiet"))  # fmt: skip
+                       "--batch-size", str(batch), "--seed", "0", "--threads", str(threads), "--quiet"))  # fmt: skip
 
         # 2. The library: the same job from Python.
         kit = load_kit()
