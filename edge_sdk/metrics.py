@@ -9,7 +9,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MahalanobisMetric", "psnr", "reconstruction_risk", "ssim"]
+__all__ = ["MahalanobisMetric", "psnr", "reconstruction_risk", "relative_distortion", "ssim"]
+
+
+def relative_distortion(released: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    """Relative distortion ``||F_i - F0_i|| / ||F0_i||`` of released features, per sample.
+
+    Args:
+        released: Released features ``(B, ...)``.
+        raw: The raw features ``F0``, same shape.
+
+    Returns:
+        ``(B,)``; 0 for the raw features themselves.
+
+    Example:
+        >>> raw = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+        >>> relative_distortion(raw + torch.tensor([[0.0, 5.0], [0.0, 0.0]]), raw)
+        tensor([1., 0.])
+    """
+    return (released - raw).flatten(1).norm(dim=1) / raw.flatten(1).norm(dim=1).clamp_min(1e-12)
 
 
 def _gaussian_taps(size: int, sigma: float) -> torch.Tensor:

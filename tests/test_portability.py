@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Modules whose tests train, invert or craft (the optimisation outcomes a CPU can flip).
 NUMERICAL_MODULES = [
     "tests/test_crafter.py",
+    "tests/test_crafting_methods.py",
     "tests/test_implicit.py",
     "tests/test_solvers.py",
     "tests/test_inversion.py",

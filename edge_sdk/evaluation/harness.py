@@ -39,7 +39,7 @@ from edge_sdk.evaluation.identity import train_identity_classifier
 from edge_sdk.evaluation.oracles import ClassifierOracle, IdentityOracle, SFaceOracle, identity_accuracy_of
 from edge_sdk.kit.kit import Kit
 from edge_sdk.kit.training import TrainingConfig, train_generator
-from edge_sdk.metrics import MahalanobisMetric, psnr, reconstruction_risk, ssim
+from edge_sdk.metrics import MahalanobisMetric, psnr, reconstruction_risk, relative_distortion, ssim
 
 __all__ = ["EvaluationConfig", "craft_batches", "evaluate", "gaussian_like", "select_faces", "utility_metrics"]
 
@@ -181,7 +181,7 @@ def utility_metrics(kit: Kit, faces: FaceSet, features: torch.Tensor, raw: torch
     assert kit.head is not None
     with torch.no_grad():
         crafted_pred, raw_pred = kit.head(features).argmax(1), kit.head(raw).argmax(1)
-    distortion = (features - raw).flatten(1).norm(dim=1) / raw.flatten(1).norm(dim=1)
+    distortion = relative_distortion(features, raw)
     return {
         "pose_accuracy": float((crafted_pred == faces.pose).float().mean()),
         "pose_accuracy_raw": float((raw_pred == faces.pose).float().mean()),

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from edge_sdk.crafting.losses import gradient_penalty  # the WGAN-GP penalty, one definition for kit and crafter
 from edge_sdk.data.images import ImageSpec
 from edge_sdk.data.orl import FaceSet
 from edge_sdk.kit.kit import Kit
@@ -107,14 +108,6 @@ def augment(
         shift = brightness * (2 * torch.rand(b, 1, 1, 1, generator=rng) - 1)
         out = (out * scale + shift).clamp(-1, 1)
     return out, flipped
-
-
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """WGAN-GP penalty ``E[(||grad D(x_hat)|| - 1)^2]`` on random interpolates (Gulrajani et al.)."""
-    eps = torch.rand(real.shape[0], 1, 1, 1, generator=rng).to(real)
-    mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
-    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
 def _batches(n: int, batch_size: int, rng: torch.Generator) -> Iterator[torch.Tensor]:
