@@ -35,13 +35,11 @@ class CrafterConfig:
     The defaults release ``Enc(G(z))`` with ``z`` started at a fresh prior latent and
     pulled towards the public prior while the kit head's answers stay those of the
     raw feature (Crafter-z with head utility, 100 Adam steps of lr 0.05, ``beta = 1``,
-    ``latent_noise = 1``). Measured on the default kit with every attack of the
-    evaluation harness at full budget (``benchmarks/evaluation.py``, 80 private-test
-    faces), they hold every attack, the adaptive and repeated-release ones
-    included, to 8.75% identity accuracy with both the SFace and the classifier
-    oracle, chance being 5%, with every pose answer kept; started at the attacker's
-    inversion (``latent_noise = 0``) the same crafting left 12.5-16%, and the
-    feature-space Crafter (:meth:`feature`) leaves 100% to a decoder.
+    ``latent_noise = 1``). They were chosen as the configuration that held every attack
+    of the evaluation harness (adaptive and repeated-release ones included) nearest
+    chance while keeping the head's answers; the measured privacy and utility of each
+    preset are in ``benchmarks/results/`` (``benchmarks/evaluation.py``,
+    ``benchmarks/crafting.py``, ``benchmarks/head_training.py``) and the README.
 
     Attributes:
         method: ``"crafter-z"`` (the default) optimises the latent and releases
@@ -57,7 +55,7 @@ class CrafterConfig:
         feature_optimizer: ``"normalized"``: per-sample normalised gradient steps with
             momentum, which keep the implicit gradient's direction; ``"adam"``: the
             paper's Adam, whose per-coordinate scaling spends distortion on coordinates
-            that barely matter (measured: 60-70% relative distortion for the same privacy).
+            that barely matter (more distortion for the same privacy).
         inversion_steps: Adam steps of the first inversion, from the amortizer's guess.
         inner_steps: Adam steps re-solving ``z*`` after each feature update (warm start).
         inner_lr: Adam learning rate of the inversion.
@@ -88,10 +86,8 @@ class CrafterConfig:
             prior face, so the release keeps of the person only what the utility loss
             asks for (with head utility: the head's answers); 0 starts at the
             attacker's inversion ``z*(F0)`` (paper App. F), which keeps more of the
-            face for new heads and for a decoder. Measured on the default kit: 0.5
-            lets heads trained anew on releases match raw features but a decoder
-            reach 20% identity accuracy; 1 holds every attack to 8.75% and new
-            heads lose 15 points (README, "Crafting").
+            face for new heads and for a decoder (the trade is measured by
+            ``benchmarks/evaluation.py --latent-noise`` and ``benchmarks/head_training.py``).
         utility: What ``beta`` weighs: ``"head"`` (the default), the KL divergence
             from the kit head's class distribution on the raw features to that on the
             released ones (the head's answers are kept while the feature may move far
@@ -165,7 +161,7 @@ class CrafterConfig:
         Gauss-Newton Hessian, the exact EMD to the prior, ``beta = 0.2`` on the
         relative distortion (measured choices: README, "Crafting"). It defeats the
         white-box GAN inversion it simulates but not a decoder trained on public
-        ``(Enc(X'), X')`` pairs, which still recognises the person through its ~15%
+        ``(Enc(X'), X')`` pairs, which still recognises the person through its small
         distortion (``edge-sdk evaluate --preset feature``).
         """
         base = cls(method="crafter", utility="feature", beta=0.2, steps=30, latent_lr=0.005)
