@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from edge_sdk.crafting.crafter import Crafter, CrafterConfig
+from edge_sdk.crafting import Crafter, CrafterConfig
 from edge_sdk.data.images import to_unit_range
 from edge_sdk.data.orl import FaceSet, load_orl
 from edge_sdk.evaluation.attacks import DecoderAttack, FeatureDecoder, WhiteBoxInversion, train_feature_decoder

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from edge_sdk.crafting.crafter import PRESETS
+from edge_sdk.crafting.config import PRESETS
 from edge_sdk.evaluation.harness import EvaluationConfig, evaluate
 from edge_sdk.evaluation.report import write_report
 from edge_sdk.kit import load_kit

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from cloud_stub.heads import fit_head
-from edge_sdk.crafting.crafter import PRESETS
+from edge_sdk.crafting.config import PRESETS
 from edge_sdk.data.orl import load_orl
 from edge_sdk.evaluation.harness import craft_batches
 from edge_sdk.kit import load_kit

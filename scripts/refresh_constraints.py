@@ -5,9 +5,11 @@ versions the whole test suite last passed with, and the README and ``.ci/run``
 install through it (``pip install -c constraints.txt ...``), so a fresh machine gets
 what was tested. This script makes a new virtual environment in a temporary folder,
 installs the project with every extra *without* the constraints (so pip picks the
-newest versions the ranges allow), runs the README's test command there and, only if
-it passes, writes the environment's ``pip freeze`` to ``constraints.txt`` with the
-date, the Python version and the platform in its header.
+newest versions the ranges allow; torch stays at the README's 2.13.0, the CPU wheel on
+CPU-only Linux), writes the environment's ``pip freeze`` to ``constraints.txt`` with
+the date, the Python version and the platform in its header, and runs the README's
+test command there, which also checks the new pins against the ranges. If the suite
+fails, the previous ``constraints.txt`` is put back.
 
 Usage (from the repository root, 10-15 minutes on 2 cores)::
 
@@ -75,15 +77,16 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         python = str(venv / "bin" / "python")
         subprocess.run([python, "-m", "pip", "install", "--quiet", *INSTALL], cwd=ROOT, check=True)
-        if not args.no_tests:
-            tests = subprocess.run([python, "-m", "pytest"], cwd=ROOT)
-            if tests.returncode != 0:
-                print("the suite failed with the fresh versions; constraints.txt left as it was", file=sys.stderr)
-                return tests.returncode
         freeze = subprocess.run([python, "-m", "pip", "freeze"], cwd=ROOT, check=True, capture_output=True, text=True)
         probe = [python, "-c", "import platform; print(platform.python_version())"]
         version = subprocess.run(probe, check=True, capture_output=True, text=True).stdout.strip()
-    CONSTRAINTS.write_text(header(version) + "\n".join(pinned_lines(freeze.stdout)) + "\n")
+        previous = CONSTRAINTS.read_text() if CONSTRAINTS.exists() else None
+        CONSTRAINTS.write_text(header(version) + "\n".join(pinned_lines(freeze.stdout)) + "\n")
+        if not args.no_tests and subprocess.run([python, "-m", "pytest"], cwd=ROOT).returncode != 0:
+            if previous is not None:
+                CONSTRAINTS.write_text(previous)
+            print("the suite failed with the fresh versions; constraints.txt put back as it was", file=sys.stderr)
+            return 1
     print(f"wrote {CONSTRAINTS.relative_to(ROOT)}")
     return 0
 

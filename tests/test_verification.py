@@ -199,7 +199,7 @@ def test_the_probe_trains_on_augmented_copies_with_its_configured_loss(monkeypat
 
 
 def test_the_label_baseline_scores_the_outputs_against_the_predicted_class_alone(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """A model whose outputs are its one-hot prediction gains nothing over the label probe; a leaky one does."""
     data = _blobs(120, 5)
@@ -209,6 +209,7 @@ def test_the_label_baseline_scores_the_outputs_against_the_predicted_class_alone
     monkeypatch.setattr(vicious, "load_task_data", lambda task: data)
     for cached in (detector._reference, detector._metric):
         cached.cache_clear()
+    request.addfinalizer(lambda: [cached.cache_clear() for cached in (detector._reference, detector._metric)])
     config = DetectorConfig(probe_samples=100, heldout_samples=20, finetune_samples=16, finetune_batch=8,
                             finetune_steps=2, probe_steps=150, probe_batch=32, reference_epochs=1,
                             probe_baseline="label", psnr_margin_db=0.5)  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from edge_sdk.crafting.crafter import PRESETS, CrafterConfig
+from edge_sdk.crafting.config import PRESETS, CrafterConfig
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.jobs import FolderJobResult
 
@@ -59,7 +59,8 @@ ThreadsOption = Annotated[
     typer.Option(
         min=1,
         help="CPU threads of torch (default: torch's choice, usually one per core). Floating-point sums depend "
-        "on it: the same seed gives bit-identical features at the same thread count.",
+        "on it: the same seed gives bit-identical features at the same thread count, on the same machine and "
+        "torch version.",
     ),
 ]
 F = TypeVar("F", bound=Callable[..., Any])

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import torch
 import typer
 
 from edge_sdk.cli._common import (
@@ -116,7 +117,7 @@ def craft(
     job_config = {"command": "craft", "kit": loaded.manifest.name, "kit_path": str(loaded.path),
                   "crafted": True, "crafter": asdict(config), "encoder_backend": runtime.backend,
                   "encoder_onnx": str(encoder_onnx) if encoder_onnx else None, "upload": upload,
-                  "dataset": dataset}  # fmt: skip
+                  "dataset": dataset, "threads": torch.get_num_threads()}  # fmt: skip
     result = run_folder_job(
         folder, out, spec=loaded.spec, transform=transform, batch_size=batch_size, config=job_config,
         restart=restart, progress=not quiet, desc="craft",

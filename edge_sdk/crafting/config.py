@@ -13,6 +13,11 @@ __all__ = ["PRESETS", "CrafterConfig", "Method", "Solver"]
 Method = Literal["crafter", "crafter-z"]
 
 Solver = Literal["cg", "neumann", "dense"]
+FeatureOptimizer = Literal["adam", "normalized"]
+Hessian = Literal["gauss-newton", "exact"]
+PrivacyLossName = Literal["critic", "emd"]
+CriticInit = Literal["fresh", "kit"]
+Utility = Literal["feature", "head"]
 
 # Validation tables of CrafterConfig; the method's choices are the registry's (METHODS).
 _COUNTS = ("steps", "inversion_steps", "inner_steps", "solver_iterations", "critic_steps", "final_inversion_steps")
@@ -20,11 +25,11 @@ _RATES = ("lr", "inner_lr", "critic_lr", "neumann_alpha", "latent_lr")
 _WEIGHTS = ("beta", "damping", "latent_weight", "gp_weight")
 _CHOICES: dict[str, tuple[str, ...]] = {
     "solver": get_args(Solver),
-    "feature_optimizer": ("adam", "normalized"),
-    "hessian": ("gauss-newton", "exact"),
-    "privacy_loss": ("critic", "emd"),
-    "critic_init": ("fresh", "kit"),
-    "utility": ("feature", "head"),
+    "feature_optimizer": get_args(FeatureOptimizer),
+    "hessian": get_args(Hessian),
+    "privacy_loss": get_args(PrivacyLossName),
+    "critic_init": get_args(CriticInit),
+    "utility": get_args(Utility),
 }
 
 
@@ -101,7 +106,7 @@ class CrafterConfig:
     beta: float = 1.0
     steps: int = 100
     lr: float = 0.05
-    feature_optimizer: Literal["adam", "normalized"] = "normalized"
+    feature_optimizer: FeatureOptimizer = "normalized"
     inversion_steps: int = 30
     inner_steps: int = 3
     inner_lr: float = 0.05
@@ -111,18 +116,18 @@ class CrafterConfig:
     neumann_alpha: float = 1e-3
     damping: float = 1e-4
     warm_start_solver: bool = True
-    hessian: Literal["gauss-newton", "exact"] = "gauss-newton"
-    privacy_loss: Literal["critic", "emd"] = "emd"
+    hessian: Hessian = "gauss-newton"
+    privacy_loss: PrivacyLossName = "emd"
     critic_steps: int = 5
     critic_lr: float = 2e-4
     gp_weight: float = 10.0
-    critic_init: Literal["fresh", "kit"] = "fresh"
+    critic_init: CriticInit = "fresh"
     prior_samples: int = 64
     shuffle: bool = True
     final_inversion_steps: int = 50
     latent_lr: float = 0.05
     latent_noise: float = 1.0
-    utility: Literal["feature", "head"] = "head"
+    utility: Utility = "head"
     seed: int = 0
 
     def __post_init__(self) -> None:

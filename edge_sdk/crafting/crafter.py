@@ -1,19 +1,14 @@
-"""Crafter (paper Alg. 1): craft released features against a white-box inversion attacker.
+"""The crafting pipeline every method shares: :class:`Crafter` and its result.
 
-For a batch with raw features ``F0 = Enc(X)``, find features ``F`` that minimise
-
-    -E[D(G(z*(F)))] + beta * mean_i ||F_i - F0_i||,   z*(F) = argmin_z L_inv(F, z),
-
-while a WGAN-GP critic ``D`` learns to tell the attacker's reconstructions ``G(z*(F))``
-from public prior faces ``G(z_r)``. The gradient through ``z*(F)`` is implicit
-(:mod:`edge_sdk.crafting.implicit`); the inversion starts from the amortizer and is
-warm-started across feature steps.
-
-The default configuration is Crafter-z (paper App. F) with head utility from a
-fresh prior latent: it optimises ``z`` instead of ``F`` and releases ``Enc(G(z))``
-with the kit head's answers kept, because on the default kit a decoder reads the
-person through the small distortion of feature-space crafting, and through a
-start at the attacker's inversion (see :class:`CrafterConfig`).
+For a batch of images (or raw features ``F0 = Enc(X)``) a :class:`Crafter` answers
+repeats from its repeat cache, puts the new items in a canonical order (by content, so
+a set of faces gets the same release whatever order it comes in), shuffles them with a
+generator seeded by the configuration seed and the batch content, inverts ``F0`` as the
+attacker would, draws the public prior faces, builds the privacy loss
+(:mod:`~edge_sdk.crafting.losses`) and the utility loss, and hands the batch to the
+configured method (:mod:`~edge_sdk.crafting.methods`: the paper's Alg. 1 in feature
+space, or Crafter-z, the default). It then measures the release (distortion,
+epsilon-PII) and returns it in the caller's order.
 """
 
 from __future__ import annotations
@@ -97,7 +92,7 @@ class Crafter:
         encoder: Runtime that encodes images (e.g. an exported encoder under
             onnxruntime); the kit's torch encoder if omitted. Crafting itself always
             runs in torch, starting from these features.
-        progress: Optional callback ``progress(step, total)`` after each feature step.
+        progress: Optional callback ``progress(step, total)`` after each crafting step.
 
     Example:
         >>> from edge_sdk.kit import load_kit

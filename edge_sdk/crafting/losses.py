@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from edge_sdk.crafting.pii import image_cost, transport_plan
+from edge_sdk.kit.models import gradient_penalty
 
 __all__ = [
     "CriticEMD",
@@ -29,26 +30,7 @@ __all__ = [
     "HeadKL",
     "PrivacyLoss",
     "UtilityLoss",
-    "gradient_penalty",
 ]
-
-
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """WGAN-GP penalty ``E[(||grad D(x_hat)|| - 1)^2]`` on random interpolates (Gulrajani et al. 2017).
-
-    Args:
-        critic: ``D``, images ``(B, C, H, W)`` to scores ``(B, 1)``.
-        real: Images ``(B, C, H, W)``.
-        fake: Images of the same shape.
-        rng: Draws the interpolation weights (one per pair).
-
-    Returns:
-        The scalar penalty, differentiable in the critic's parameters.
-    """
-    eps = torch.rand(real.shape[0], 1, 1, 1, generator=rng).to(real)
-    mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
-    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
 Objective = Callable[[torch.Tensor], torch.Tensor]

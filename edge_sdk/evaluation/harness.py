@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from edge_sdk.crafting.crafter import Crafter, CrafterConfig
+from edge_sdk.crafting import Crafter, CrafterConfig
 from edge_sdk.crafting.pii import epsilon_pii
 from edge_sdk.data.images import to_unit_range
 from edge_sdk.data.orl import FaceSet, load_orl

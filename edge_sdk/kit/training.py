@@ -17,12 +17,20 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from edge_sdk.crafting.losses import gradient_penalty  # the WGAN-GP penalty, one definition for kit and crafter
 from edge_sdk.data.images import ImageSpec
 from edge_sdk.data.orl import FaceSet
 from edge_sdk.kit.kit import Kit
 from edge_sdk.kit.manifest import ComponentFile, KitManifest, TaskSpec
-from edge_sdk.kit.models import Amortizer, Architecture, Critic, Encoder, Generator, PoseHead, build_models
+from edge_sdk.kit.models import (
+    Amortizer,
+    Architecture,
+    Critic,
+    Encoder,
+    Generator,
+    PoseHead,
+    build_models,
+    gradient_penalty,
+)
 
 __all__ = ["TrainingConfig", "TrainingLog", "augment", "gradient_penalty", "train_generator", "train_kit"]
 
