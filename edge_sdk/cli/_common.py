@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import torch
 import typer
 
 from edge_sdk.crafting.config import PRESETS, CrafterConfig
@@ -69,8 +70,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 def use_threads(threads: int | None) -> None:
     """Set torch's intra-op threads when the user chose a number (``None``: leave torch's default)."""
     if threads is not None:
-        import torch
-
         torch.set_num_threads(threads)
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
-from edge_sdk.cli._common import handle_errors
+from edge_sdk.cli._common import handle_errors, use_threads
 from edge_sdk.kit.recipe import train_orl_kit
 from edge_sdk.kit.report import write_training_report
 from edge_sdk.kit.training import TrainingConfig
@@ -31,7 +30,7 @@ def kit_train(
 
     With the defaults this reproduces the bundled kit (about 30 minutes on 2 CPU cores).
     """
-    torch.set_num_threads(threads)
+    use_threads(threads)
     config = TrainingConfig(seed=seed, pose_epochs=pose_epochs, gan_steps=gan_steps, amortizer_steps=amortizer_steps)
     kit, log = train_orl_kit(out, config=config, progress=not quiet)
     report = write_training_report(kit, log, out, inversion_steps=report_inversion_steps)
