@@ -7,7 +7,7 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,20 +68,40 @@ class FeatureFile:
         features: ``(N, F, H, W)`` float32 features.
         files: Image paths relative to the input folder, in the order of ``features``.
         config: How the features were made (kit, command settings).
+        faces: Face index of each row within its picture (0: the largest face);
+            all zeros for files written before faces were counted.
     """
 
     features: np.ndarray
     files: list[str]
     config: dict[str, Any]
+    faces: list[int] = field(default_factory=list)
 
 
-def write_features(path: str | Path, *, features: np.ndarray, files: Sequence[str], config: dict[str, Any]) -> Path:
-    """Write a ``.npz`` with ``features`` (float32), ``files`` and ``config`` (JSON text), atomically.
+def write_features(
+    path: str | Path,
+    *,
+    features: np.ndarray,
+    files: Sequence[str],
+    config: dict[str, Any],
+    faces: Sequence[int] | None = None,
+) -> Path:
+    """Write a ``.npz`` with ``features`` (float32), ``files``, ``faces`` and ``config`` (JSON text), atomically.
 
     The file loads with ``numpy.load(path)`` and no pickle.
+
+    Args:
+        path: Output ``.npz``.
+        features: ``(N, ...)`` features, one row per face.
+        files: ``N`` picture paths.
+        config: Settings recorded as JSON.
+        faces: ``N`` face indices within the pictures; zeros if omitted.
     """
     if features.shape[0] != len(files):
         raise ValueError(f"{features.shape[0]} features but {len(files)} file names")
+    face_index = np.zeros(len(files), np.int64) if faces is None else np.asarray(list(faces), dtype=np.int64)
+    if face_index.shape != (len(files),):
+        raise ValueError(f"{len(files)} file names but {face_index.size} face indices")
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as handle:
@@ -89,6 +109,7 @@ def write_features(path: str | Path, *, features: np.ndarray, files: Sequence[st
                 handle,
                 features=np.ascontiguousarray(features, dtype=np.float32),
                 files=np.array(list(files), dtype=np.str_),
+                faces=face_index,
                 config=np.array(json.dumps(config, sort_keys=True)),
             )
 
@@ -107,8 +128,10 @@ def read_features(path: str | Path) -> FeatureFile:
             missing = {"features", "files", "config"} - set(data.files)
             if missing:
                 raise FeatureFileError(f"{path}: missing array(s) {', '.join(sorted(missing))}")
+            files = [str(f) for f in data["files"]]
+            faces = [int(i) for i in data["faces"]] if "faces" in data.files else [0] * len(files)
             return FeatureFile(
-                features=data["features"], files=[str(f) for f in data["files"]], config=json.loads(str(data["config"]))
+                features=data["features"], files=files, config=json.loads(str(data["config"])), faces=faces
             )
     except FeatureFileError:
         raise

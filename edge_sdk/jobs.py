@@ -12,7 +12,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from edge_sdk.data.folder import FolderImages, iter_folder_batches, list_images
-from edge_sdk.data.images import ImageSpec
+from edge_sdk.data.images import FacePolicy, ImageSpec
 from edge_sdk.errors import EdgeSDKError, EmptyInputError
 from edge_sdk.fileio import read_features, write_features, write_json
 
@@ -54,6 +54,7 @@ def run_folder_job(
     out: str | Path,
     *,
     spec: ImageSpec,
+    policy: FacePolicy = FacePolicy(),
     transform: BatchTransform,
     batch_size: int,
     config: dict[str, Any],
@@ -68,6 +69,8 @@ def run_folder_job(
         out: Output ``.npz`` path; ``out.parts/`` holds finished batches meanwhile and
             ``out`` with suffix ``.json`` receives the diagnostics.
         spec: Image preprocessing.
+        policy: Face alignment on or off; the largest face or all of them. Recorded
+            in the job's settings, so a resume must use the same.
         transform: Maps a decoded batch to ``(features, batch diagnostics)``.
         batch_size: Files per batch.
         config: Settings stored in the output; a resume must match them.
@@ -81,6 +84,7 @@ def run_folder_job(
     """
     folder, out = Path(folder), Path(out)
     files = list_images(folder)
+    config = {**config, "faces": asdict(policy)}
     parts = out.with_name(out.name + ".parts")
     fingerprint = _fingerprint(files, batch_size, config)
     state_path = parts / "state.json"
@@ -108,7 +112,7 @@ def run_folder_job(
                 resumed += 1
                 bar.update(len(names))
                 continue
-            batch = next(iter_folder_batches(folder, spec, batch_size=len(names), files=names))
+            batch = next(iter_folder_batches(folder, spec, batch_size=len(names), files=names, policy=policy))
             if batch.files:
                 features, diagnostics = transform(batch)
             else:
@@ -117,11 +121,11 @@ def run_folder_job(
             # Diagnostics first, features last: a batch counts as done once its .npz exists.
             write_json(parts / f"batch_{index:05d}.json", {"diagnostics": diagnostics, "skipped": skipped})
             if batch.files:
-                write_features(part, features=features, files=batch.files, config=config)
+                write_features(part, features=features, files=batch.files, faces=batch.faces, config=config)
             else:
                 write_features(part, features=np.empty((0, 0), np.float32), files=[], config=config)
             bar.update(len(names))
-    chunks, kept, skipped_all, per_batch = [], [], [], []
+    chunks, kept, kept_faces, skipped_all, per_batch = [], [], [], [], []
     for index in range(len(batches)):
         record = json.loads((parts / f"batch_{index:05d}.json").read_text())
         skipped_all.extend(record["skipped"])
@@ -130,10 +134,11 @@ def run_folder_job(
         if written.files:
             chunks.append(written.features)
             kept.extend(written.files)
+            kept_faces.extend(written.faces)
     if not kept:
         shutil.rmtree(parts, ignore_errors=True)
         raise EmptyInputError(f"{folder}: none of {len(files)} image files could be read")
-    write_features(out, features=np.concatenate(chunks), files=kept, config=config)
+    write_features(out, features=np.concatenate(chunks), files=kept, faces=kept_faces, config=config)
     diagnostics_path = write_json(
         out.with_suffix(".json"),
         {

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.kit.kit import Kit
+from edge_sdk.sessions import cpu_session
 from edge_sdk.validation import check_batch
 
-__all__ = ["EncoderRuntime", "OnnxEncoder", "OnnxModelError", "TorchEncoder", "cpu_session", "load_encoder"]
+__all__ = ["EncoderRuntime", "OnnxEncoder", "OnnxModelError", "TorchEncoder", "load_encoder"]
 
 
 class OnnxModelError(EdgeSDKError):
@@ -39,24 +40,6 @@ class TorchEncoder:
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.kit.encode(images)
-
-
-def cpu_session(model: str | Path | bytes, *, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session whose threads do not busy-wait between calls.
-
-    onnxruntime's threads spin after each run by default; on a small device the
-    encoder shares the cores with crafting in torch, which must not wait for them.
-    ``threads`` sets the intra-op thread count (``None``: onnxruntime's default).
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 class OnnxEncoder:

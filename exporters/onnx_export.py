@@ -25,7 +25,7 @@ from edge_sdk.data.orl import load_orl
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.fileio import atomic_write
 from edge_sdk.kit.kit import Kit
-from edge_sdk.runtime import cpu_session
+from edge_sdk.sessions import cpu_session
 
 __all__ = [
     "EXPORTABLE",

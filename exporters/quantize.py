@@ -13,7 +13,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from edge_sdk.data.orl import load_orl
 from edge_sdk.fileio import atomic_write
 from edge_sdk.kit.kit import Kit
-from edge_sdk.runtime import cpu_session
+from edge_sdk.sessions import cpu_session
 from exporters.onnx_export import run_onnx
 
 __all__ = ["QuantizationReport", "quantize_encoder"]

@@ -62,7 +62,7 @@ def test_encode_folder_with_a_bad_file(tmp_path: Path, tiny_kit_dir: Path) -> No
 def test_encode_empty_folder_is_a_clear_error(tmp_path: Path, tiny_kit_dir: Path) -> None:
     result = runner.invoke(app, ["encode", str(tmp_path), "--out", str(tmp_path / "x.npz"), "--kit", str(tiny_kit_dir)])
     assert result.exit_code == 2
-    assert "no .png/.jpg/.jpeg/.pgm images found" in result.output
+    assert "no pictures found" in result.output
     assert not (tmp_path / "x.npz").exists()
 
 
@@ -189,3 +189,45 @@ def test_craft_rejects_bad_options(tmp_path: Path, tiny_kit_dir: Path) -> None:
     assert result.exit_code != 0 and "solver" in result.output
     result = runner.invoke(app, ["craft", str(tmp_path), "--out", str(tmp_path / "x.npz"), "--latent-noise", "2"])
     assert result.exit_code != 0 and "latent-noise" in result.output
+
+
+def test_craft_aligns_faces_takes_all_faces_and_no_align_keeps_the_centre_square(tmp_path: Path, tiny_kit) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from edge_sdk.data.orl import orl_root
+    from edge_sdk.faces.alignment import ORL_TEMPLATE
+    from edge_sdk.kit import save_kit
+
+    spec = dataclasses.replace(tiny_kit.manifest.image, face_template=ORL_TEMPLATE)
+    tiny_kit.manifest = dataclasses.replace(tiny_kit.manifest, image=spec)
+    kit_dir = tmp_path / "aligned-kit"
+    save_kit(tiny_kit, kit_dir)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    group = Image.new("L", (260, 140), 90)
+    for subject, corner in [(22, (10, 10)), (31, (160, 20))]:
+        with Image.open(orl_root() / f"s{subject}" / "1.pgm") as face:
+            group.paste(face, corner)
+    group.save(photos / "group.jpg", quality=95)
+    with Image.open(orl_root() / "s24" / "2.pgm") as face:
+        face.save(photos / "single.png")
+    Image.new("L", (100, 100), 128).save(photos / "wall.png")
+
+    def craft(*extra: str) -> tuple[object, Path]:
+        out = tmp_path / f"crafted{len(extra)}{'-'.join(extra)}.npz"
+        result = runner.invoke(app, ["craft", str(photos), "--out", str(out), "--kit", str(kit_dir), "--steps", "1",
+                                     "-q", *extra])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return result, out
+
+    result, out = craft()
+    data = read_features(out)
+    assert (data.files, data.faces) == (["group.jpg", "single.png"], [0, 0])
+    assert "skipped wall.png: no face found" in result.output  # type: ignore[attr-defined]
+    _, out = craft("--all-faces")
+    data = read_features(out)
+    assert (data.files, data.faces) == (["group.jpg", "group.jpg", "single.png"], [0, 1, 0])
+    _, out = craft("--no-align")
+    data = read_features(out)
+    assert data.files == ["group.jpg", "single.png", "wall.png"]
+    assert json.loads(out.with_suffix(".json").read_text())["config"]["faces"] == {"align": False, "all_faces": False}

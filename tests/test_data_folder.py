@@ -65,7 +65,7 @@ def test_single_bad_file_error_names_the_file(tmp_path: Path) -> None:
 
 
 def test_empty_and_all_bad_folders_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(EmptyInputError, match=r"no \S+ images found"):
+    with pytest.raises(EmptyInputError, match="no pictures found"):
         load_folder(tmp_path, ImageSpec())
     (tmp_path / "x.png").write_bytes(b"nope")
     with pytest.raises(EmptyInputError, match="none of 1"):

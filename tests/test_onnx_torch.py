@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from cloud_stub.verification.onnx_torch import UnsupportedOnnxError, onnx_to_torch
-from edge_sdk.runtime import cpu_session
+from edge_sdk.sessions import cpu_session
 from exporters.onnx_export import module_to_onnx
 
 

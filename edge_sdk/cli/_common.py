@@ -32,7 +32,25 @@ EXIT_BAD_INPUT = 2
 
 # The options the folder commands share, declared once.
 FolderArgument = Annotated[
-    Path, typer.Argument(help="Folder of .png/.jpg/.jpeg/.pgm face images (searched recursively).")
+    Path,
+    typer.Argument(
+        help="Folder of pictures (PNG, JPEG, PGM/PPM, BMP, WebP, TIFF, GIF/MPO first frame; searched recursively)."
+    ),
+]
+AlignOption = Annotated[
+    bool,
+    typer.Option(
+        "--align/--no-align",
+        help="Find each picture's face and align it to the kit's crop; --no-align takes the centre square, "
+        "for pictures that are already aligned face crops.",
+    ),
+]
+AllFacesOption = Annotated[
+    bool,
+    typer.Option(
+        "--all-faces",
+        help="Use every face of a picture (rows name file and face index, 0 the largest); default: the largest.",
+    ),
 ]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output .npz (features, files, config).")]
 KitOption = Annotated[Path | None, typer.Option(help="Kit folder; the bundled default kit if omitted.")]
@@ -101,7 +119,7 @@ def report_job(result: FolderJobResult, *, verb: str, feature_shape: tuple[int, 
     """Print what a folder job wrote and which files it skipped."""
     shape = "x".join(map(str, (result.images, *feature_shape)))
     resumed = f", {result.resumed_batches} batch(es) resumed" if result.resumed_batches else ""
-    typer.echo(f"{verb} {result.images} images -> {result.out} (features {shape}{resumed})")
+    typer.echo(f"{verb} {result.images} faces -> {result.out} (features {shape}{resumed})")
     typer.echo(f"diagnostics: {result.diagnostics_path}")
     for s in result.skipped:
         typer.secho(f"skipped {s['file']}: {s['reason']}", fg=typer.colors.YELLOW, err=True)

@@ -11,6 +11,8 @@ import torch
 import typer
 
 from edge_sdk.cli._common import (
+    AlignOption,
+    AllFacesOption,
     EncoderOnnxOption,
     FolderArgument,
     KitOption,
@@ -27,6 +29,7 @@ from edge_sdk.client import CloudClient
 from edge_sdk.crafting.cache import RepeatCache
 from edge_sdk.crafting.crafter import Crafter
 from edge_sdk.data.folder import FolderImages, list_images, read_labels_csv
+from edge_sdk.data.images import FacePolicy
 from edge_sdk.errors import LabelFileError
 from edge_sdk.jobs import run_folder_job
 from edge_sdk.kit import load_kit
@@ -53,6 +56,8 @@ def craft(
     ] = None,
     restart: Annotated[bool, typer.Option(help="Discard unfinished work of an interrupted run.")] = False,
     threads: ThreadsOption = None,
+    align: AlignOption = True,
+    all_faces: AllFacesOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     upload: Annotated[
         str | None,
@@ -119,9 +124,17 @@ def craft(
                   "encoder_onnx": str(encoder_onnx) if encoder_onnx else None, "upload": upload,
                   "dataset": dataset, "threads": torch.get_num_threads()}  # fmt: skip
     result = run_folder_job(
-        folder, out, spec=loaded.spec, transform=transform, batch_size=batch_size, config=job_config,
-        restart=restart, progress=not quiet, desc="craft",
-    )  # fmt: skip
+        folder,
+        out,
+        spec=loaded.spec,
+        policy=FacePolicy(align=align, all_faces=all_faces),
+        transform=transform,
+        batch_size=batch_size,
+        config=job_config,
+        restart=restart,
+        progress=not quiet,
+        desc="craft",
+    )
     report_job(result, verb="crafted", feature_shape=loaded.feature_shape)
     if client is not None:
         client.close()

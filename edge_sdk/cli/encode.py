@@ -8,6 +8,8 @@ import numpy as np
 import typer
 
 from edge_sdk.cli._common import (
+    AlignOption,
+    AllFacesOption,
     EncoderOnnxOption,
     FolderArgument,
     KitOption,
@@ -18,6 +20,7 @@ from edge_sdk.cli._common import (
     use_threads,
 )
 from edge_sdk.data.folder import FolderImages
+from edge_sdk.data.images import FacePolicy
 from edge_sdk.jobs import run_folder_job
 from edge_sdk.kit import load_kit
 from edge_sdk.runtime import load_encoder
@@ -34,6 +37,8 @@ def encode(
     batch_size: Annotated[int, typer.Option(min=1, help="Images encoded at a time.")] = 32,
     restart: Annotated[bool, typer.Option(help="Discard unfinished work of an interrupted run.")] = False,
     threads: ThreadsOption = None,
+    align: AlignOption = True,
+    all_faces: AllFacesOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Encode every image of FOLDER with the kit's encoder, without crafting.
@@ -58,7 +63,15 @@ def encode(
         "encoder_onnx": str(encoder_onnx) if encoder_onnx else None,
     }
     result = run_folder_job(
-        folder, out, spec=loaded.spec, transform=transform, batch_size=batch_size, config=config,
-        restart=restart, progress=not quiet, desc="encode",
-    )  # fmt: skip
+        folder,
+        out,
+        spec=loaded.spec,
+        policy=FacePolicy(align=align, all_faces=all_faces),
+        transform=transform,
+        batch_size=batch_size,
+        config=config,
+        restart=restart,
+        progress=not quiet,
+        desc="encode",
+    )
     report_job(result, verb="encoded", feature_shape=loaded.feature_shape)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from edge_sdk.data.images import ImageSpec
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.evaluation.identity import IdentityClassifier
-from edge_sdk.runtime import cpu_session
+from edge_sdk.sessions import cpu_session
 
 __all__ = ["ClassifierOracle", "IdentityOracle", "OracleUnavailableError", "SFaceOracle", "sface_model_path"]
 

@@ -104,7 +104,13 @@ class KitManifest:
             raise fail(f"field 'format' must be {FORMAT!r}, got {data.get('format')!r}")
         if section("format_version", int) != FORMAT_VERSION:
             raise fail(f"unsupported format_version {data['format_version']} (this SDK reads {FORMAT_VERSION})")
-        image = _build(ImageSpec, section("image", dict), "image", fail)
+        image_values = dict(section("image", dict))
+        template = image_values.pop("face_template", None)
+        if template is not None and not (
+            isinstance(template, list) and all(isinstance(point, list) and len(point) == 2 for point in template)
+        ):
+            raise fail("field 'image.face_template' must be a list of [x, y] pairs or null")
+        image = _build(ImageSpec, image_values, "image", fail, extra={"face_template": template})
         arch = _build(Architecture, section("architecture", dict), "architecture", fail)
         if image.size != arch.image_size or image.channels != arch.channels:
             raise fail("image size/channels disagree with architecture")
@@ -145,8 +151,10 @@ class KitManifest:
         )  # fmt: skip
 
 
-def _build(kind: Any, values: dict[str, Any], where: str, fail: Any) -> Any:
-    known = {f.name: f.type for f in dataclasses.fields(kind)}
+def _build(kind: Any, values: dict[str, Any], where: str, fail: Any, extra: dict[str, Any] | None = None) -> Any:
+    """``kind(**values, **extra)`` with every numeric field of ``kind`` present in ``values``."""
+    extra = extra or {}
+    known = {f.name: f.type for f in dataclasses.fields(kind) if f.name not in extra}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise fail(f"unknown field(s) in '{where}': {', '.join(unknown)}")
@@ -159,6 +167,6 @@ def _build(kind: Any, values: dict[str, Any], where: str, fail: Any) -> Any:
         if not ok or (expected is int and not isinstance(value, int)):
             raise fail(f"field '{where}.{key}' must be {expected.__name__}, got {value!r}")
     try:
-        return kind(**values)
+        return kind(**values, **extra)
     except ValueError as exc:
         raise fail(f"invalid '{where}': {exc}") from exc

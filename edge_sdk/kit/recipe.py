@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edge_sdk.data.images import ImageSpec
 from edge_sdk.data.orl import load_orl
+from edge_sdk.faces.alignment import ORL_TEMPLATE
 from edge_sdk.fileio import write_json
 from edge_sdk.kit.kit import Kit, save_kit
 from edge_sdk.kit.models import Architecture
@@ -25,14 +26,14 @@ def train_orl_kit(
     name: str = "orl-default",
     progress: bool = True,
 ) -> tuple[Kit, TrainingLog]:
-    """Train a kit on the bundled ORL public faces and save it to ``out``.
+    """Train a kit on the bundled ORL public faces, detected and aligned, and save it to ``out``.
 
     The generator sees all 200 public faces (s1-s20); the encoder and head see
     public-train (images 1-8 of s1-s20), so public-val (images 9-10) stays unseen.
     The training log is saved beside the weights as ``training_log.json``.
     """
     arch = architecture or Architecture()
-    spec = ImageSpec(size=arch.image_size, channels=arch.channels)
+    spec = ImageSpec(size=arch.image_size, channels=arch.channels, face_template=ORL_TEMPLATE)
     kit, log = train_kit(
         load_orl("public", spec=spec),
         pose_train=load_orl("public-train", spec=spec),
@@ -41,7 +42,8 @@ def train_orl_kit(
         config=config,
         name=name,
         data_description="ORL faces (AT&T Laboratories Cambridge), public split s1-s20; "
-        "head pose labels from YuNet (edge_sdk/data/orl_pose.csv)",
+        "faces detected and aligned by YuNet landmarks (edge_sdk.faces); head pose labels from YuNet "
+        "(edge_sdk/data/orl_pose.csv)",
         progress=progress,
     )
     kit = save_kit(kit, out)

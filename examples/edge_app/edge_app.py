@@ -27,7 +27,7 @@ from cloud_stub.local import local_server
 from edge_sdk.client import CloudClient
 from edge_sdk.crafting import Crafter, CrafterConfig, RepeatCache
 from edge_sdk.data.folder import list_images
-from edge_sdk.data.images import load_image
+from edge_sdk.data.images import NoFaceError, face_crops, load_image, read_picture
 from edge_sdk.data.orl import orl_keys, orl_root
 from edge_sdk.errors import CloudRequestError, CloudUnavailableError
 from edge_sdk.kit import load_kit
@@ -75,7 +75,12 @@ def main() -> None:
 
         released: dict[str, np.ndarray] = {}
         for path in camera(folder, frames):
-            frame = load_image(path, kit.spec)[None]  # decode + preprocess: (1, 1, 64, 64)
+            picture = read_picture(path)  # a camera frame: (H, W, 3) float RGB in [0, 1]
+            try:
+                frame = face_crops(picture, kit.spec)[0][None]  # largest face, aligned: (1, 1, 64, 64)
+            except NoFaceError:
+                print(f"{path.name}: no face in the frame, nothing sent")
+                continue
             start = time.perf_counter()
             crafted = crafter.craft(images=frame).features
             crafted_at = time.perf_counter()

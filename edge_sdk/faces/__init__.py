@@ -1,0 +1,1 @@
+"""Faces in pictures: YuNet detection and landmark alignment to a kit's canonical crop."""
