@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/cloud_predict.py --out benchmarks/results/cloud_predict.json
 
-Starts ``edge-sdk cloud serve`` (default kit, SQLite, one uvicorn process, torch 1
+Starts ``edge-cloud serve`` (default kit, SQLite, one uvicorn process, torch 1
 thread) in a child process, then for each batch size and number of concurrent
 clients runs an asyncio load generator (aiohttp, one connection per client) that sends
 safetensors feature payloads of the default kit's shape (32x16x16 float32, 32 KiB
@@ -101,7 +101,7 @@ def main() -> None:
     report = {
         "benchmark": "cloud_predict",
         "setup": {
-            "server": "edge-sdk cloud serve, one uvicorn process, torch 1 thread, SQLite, default kit",
+            "server": "edge-cloud serve, one uvicorn process, torch 1 thread, SQLite, default kit",
             "load": "closed loop, aiohttp, one keep-alive connection per client, loopback",
             "duration_s": args.duration,
             "warmup_s": args.warmup,

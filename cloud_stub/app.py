@@ -238,7 +238,7 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
         return JSONResponse(status_code=503, content={"detail": "the database is unavailable; nothing was stored"})
 
     api_key_header = APIKeyHeader(
-        name=API_KEY_HEADER, auto_error=False, description="Key from `edge-sdk cloud keys create`"
+        name=API_KEY_HEADER, auto_error=False, description="Key from `edge-cloud keys create`"
     )
 
     def require_key(key: Annotated[str | None, Security(api_key_header)]) -> int:

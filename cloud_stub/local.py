@@ -27,12 +27,12 @@ def free_port() -> int:
 def local_server(
     database_url: str, *, log: str | Path, extra_args: tuple[str, ...] = (), startup_timeout: float = 90.0
 ) -> Iterator[str]:
-    """Start ``edge-sdk cloud serve`` in a child process; yield its base URL; stop it on exit.
+    """Start ``edge-cloud serve`` in a child process; yield its base URL; stop it on exit.
 
     Args:
         database_url: The service's database.
         log: File that receives the server's output (appended).
-        extra_args: More ``cloud serve`` flags (``--kit``, ``--max-batch`` ...).
+        extra_args: More ``edge-cloud serve`` flags (``--kit``, ``--max-batch`` ...).
         startup_timeout: Seconds to wait for ``/health`` to answer.
 
     Raises:
@@ -40,7 +40,7 @@ def local_server(
     """
     log = Path(log)
     port = free_port()
-    command = [sys.executable, "-m", "edge_sdk", "cloud", "serve", "--port", str(port),
+    command = [sys.executable, "-m", "cloud_stub", "serve", "--port", str(port),
                "--database-url", database_url, "--log-level", "warning", *extra_args]  # fmt: skip
     with log.open("ab") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,

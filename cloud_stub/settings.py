@@ -1,4 +1,4 @@
-"""Server settings: every field has a flag in ``edge-sdk cloud serve`` and an environment variable."""
+"""Server settings: every field has a flag in ``edge-cloud serve`` and an environment variable."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from postgres_helpers import temporary_postgres
 from typer.testing import CliRunner
 
 from cloud_stub import ConflictError, NotFoundError, Store, StoreError
+from cloud_stub.cli.root import app as cloud_app
 from cloud_stub.store import hash_api_key
 from edge_sdk.cli import app
 
@@ -151,12 +152,12 @@ def test_bad_database_urls_are_refused_with_a_clear_error(tmp_path: Path) -> Non
 def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
     runner = CliRunner()
     url = ["--database-url", f"sqlite:///{tmp_path / 'k.db'}"]
-    created = runner.invoke(app, ["cloud", "keys", "create", "--name", "phone", *url])
+    created = runner.invoke(cloud_app, ["keys", "create", "--name", "phone", *url])
     assert created.exit_code == 0 and created.output.startswith("esk_")
-    duplicate = runner.invoke(app, ["cloud", "keys", "create", "--name", "phone", *url])
+    duplicate = runner.invoke(cloud_app, ["keys", "create", "--name", "phone", *url])
     assert duplicate.exit_code == 2 and "exists" in duplicate.output
-    assert "phone\t" in runner.invoke(app, ["cloud", "keys", "list", *url]).output
-    assert runner.invoke(app, ["cloud", "keys", "revoke", "--name", "phone", *url]).exit_code == 0
+    assert "phone\t" in runner.invoke(cloud_app, ["keys", "list", *url]).output
+    assert runner.invoke(cloud_app, ["keys", "revoke", "--name", "phone", *url]).exit_code == 0
     assert "revoked" in runner.invoke(app, ["cloud", "keys", "list", *url]).output
     assert Store(url[1]).check_api_key(created.output.strip()) is None
 

@@ -14,6 +14,7 @@ from scipy.spatial.distance import mahalanobis
 from typer.testing import CliRunner
 
 from cloud_stub import Store
+from cloud_stub.cli.root import app
 from cloud_stub.heads import ServedHead
 from cloud_stub.training import BackgroundWorker
 from cloud_stub.verification import detector, vicious
@@ -22,7 +23,6 @@ from cloud_stub.verification.detector import DetectorConfig, verify_classifier
 from cloud_stub.verification.tasks import FASHION_MNIST_DIR, TaskData
 from cloud_stub.verification.vicious import ViciousConfig, augment_images, reconstruction_loss, train_vicious
 from conftest import TINY
-from edge_sdk.cli import app
 from edge_sdk.metrics import MahalanobisMetric, reconstruction_risk
 from exporters.onnx_export import module_to_onnx
 
@@ -279,9 +279,9 @@ def test_the_service_worker_verifies_an_upload_and_the_cli_gives_the_verdict(
                            "seconds"}  # fmt: skip
     path = tmp_path / "m.onnx"
     path.write_bytes(data)
-    result = CliRunner().invoke(app, ["cloud", "verify", str(path), "--task", "fashion-mnist", "--out",
+    result = CliRunner().invoke(app, ["verify", str(path), "--task", "fashion-mnist", "--out",
                                       str(tmp_path / "r.json")])  # fmt: skip
     assert result.exit_code == (3 if "verdict: vicious" in result.output else 0), result.output
     assert "decoder probe PSNR" in result.output and (tmp_path / "r.json").exists()
-    refused = CliRunner().invoke(app, ["cloud", "verify", str(tmp_path / "r.json"), "--task", "fashion-mnist"])
+    refused = CliRunner().invoke(app, ["verify", str(tmp_path / "r.json"), "--task", "fashion-mnist"])
     assert refused.exit_code == 2 and "not an ONNX model" in refused.output

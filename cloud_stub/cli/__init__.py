@@ -1,21 +1,28 @@
-"""The ``edge-sdk cloud`` command group: one module per command."""
+"""The ``edge-cloud`` command line (``serve``, ``verify``, ``keys``): one module per command.
+
+:func:`main` checks the 'server' extra before anything of the cloud is imported, so a
+device-only install gets the pip command to run instead of an import traceback.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import typer
 
-from cloud_stub.cli.keys import create_key, list_keys, revoke_key
-from cloud_stub.cli.serve import serve
-from cloud_stub.cli.verify import verify
+__all__ = ["main"]
 
-__all__ = ["cloud_app"]
 
-cloud_app = typer.Typer(help="Run and administer the cloud stub (head serving, collection, verification).",
-                        no_args_is_help=True)  # fmt: skip
-cloud_app.command("serve")(serve)
-cloud_app.command("verify")(verify)
-keys_app = typer.Typer(help="API keys of a cloud stub database.", no_args_is_help=True)
-keys_app.command("create")(create_key)
-keys_app.command("list")(list_keys)
-keys_app.command("revoke")(revoke_key)
-cloud_app.add_typer(keys_app, name="keys")
+def main(args: Sequence[str] | None = None, *, prog_name: str = "edge-cloud") -> None:
+    """Console entry point of ``edge-cloud``; ``args`` default to the process's."""
+    from edge_sdk.console import EXIT_BAD_INPUT
+    from edge_sdk.extras import MissingExtraError, require_extra
+
+    try:
+        require_extra("server", feature=prog_name)
+    except MissingExtraError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise SystemExit(EXIT_BAD_INPUT) from exc
+    from cloud_stub.cli.root import app
+
+    app(args=list(args) if args is not None else None, prog_name=prog_name)

@@ -1,4 +1,4 @@
-"""``edge-sdk cloud keys create|list|revoke``: manage the API keys of a cloud stub database."""
+"""``edge-cloud keys create|list|revoke``: manage the API keys of a cloud stub database."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from cloud_stub.settings import ENV_PREFIX, ServerSettings
 from cloud_stub.store import Store
-from edge_sdk.cli._common import handle_errors
+from edge_sdk.console import handle_errors
 
 __all__ = ["create_key", "list_keys", "revoke_key"]
 

@@ -1,4 +1,4 @@
-"""``edge-sdk cloud serve``: run the cloud stub on uvicorn."""
+"""``edge-cloud serve``: run the cloud stub on uvicorn."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cloud_stub.settings import ENV_PREFIX, ServerSettings
-from edge_sdk.cli._common import handle_errors
+from edge_sdk.console import handle_errors
 
 __all__ = ["serve"]
 
@@ -58,7 +58,7 @@ def serve(
 ) -> None:
     """Serve the head on crafted features, collect labelled features, train heads, take model uploads.
 
-    Issue a key first with `edge-sdk cloud keys create --name NAME` (same --database-url);
+    Issue a key first with `edge-cloud keys create --name NAME` (same --database-url);
     every endpoint but /health needs it in the X-API-Key header. The OpenAPI schema is at
     /openapi.json and interactive docs at /docs.
     """

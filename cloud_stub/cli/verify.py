@@ -1,4 +1,4 @@
-"""``edge-sdk cloud verify MODEL.onnx --task TASK``: is this classifier vicious?"""
+"""``edge-cloud verify MODEL.onnx --task TASK``: is this classifier vicious?"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from cloud_stub.errors import ModelRejectedError
 from cloud_stub.verification.tasks import MODEL_TASKS
-from edge_sdk.cli._common import handle_errors
+from edge_sdk.console import handle_errors
 from edge_sdk.fileio import write_json
 
 __all__ = ["EXIT_VICIOUS", "verify"]

@@ -1,21 +1,21 @@
-"""What every CLI command shares: error reporting and thread settings."""
+"""What the ``edge-sdk`` commands share: options declared once, thread settings, job reports."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import torch
 import typer
 
+from edge_sdk.console import EXIT_BAD_INPUT, handle_errors
 from edge_sdk.crafting.config import PRESETS, CrafterConfig
-from edge_sdk.errors import EdgeSDKError
 from edge_sdk.jobs import FolderJobResult
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "AlignOption",
+    "AllFacesOption",
     "EncoderOnnxOption",
     "FolderArgument",
     "KitOption",
@@ -25,10 +25,10 @@ __all__ = [
     "ThreadsOption",
     "crafter_config",
     "handle_errors",
+    "report_job",
     "use_threads",
 ]
 
-EXIT_BAD_INPUT = 2
 
 # The options the folder commands share, declared once.
 FolderArgument = Annotated[
@@ -82,7 +82,6 @@ ThreadsOption = Annotated[
         "torch version.",
     ),
 ]
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def use_threads(threads: int | None) -> None:
@@ -99,20 +98,6 @@ def crafter_config(preset: str, **overrides: Any) -> CrafterConfig:
         return PRESETS[preset](**{k: v for k, v in overrides.items() if v is not None})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-
-
-def handle_errors(command: F) -> F:
-    """Turn the SDK's typed errors into one red line on stderr and exit code 2."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except EdgeSDKError as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from exc
-
-    return wrapper  # type: ignore[return-value]
 
 
 def report_job(result: FolderJobResult, *, verb: str, feature_shape: tuple[int, ...]) -> None:

@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 
 from edge_sdk.cli._common import KitOption, LatentNoiseOption, PresetOption, crafter_config, handle_errors
-from edge_sdk.evaluation.harness import EvaluationConfig, evaluate
-from edge_sdk.evaluation.report import write_report
+from edge_sdk.extras import require_extra
 from edge_sdk.kit import load_kit
 
 __all__ = ["evaluate_command"]
@@ -49,8 +48,12 @@ def evaluate_command(
     at the same distortion, Crafter-z. Attacks: white-box inversion (random and
     amortizer start), black-box decoder, hybrid, A1 adaptive decoder and generator,
     A2 other generator; A3 averaging on the configured Crafter. Judges: the project's
-    identity classifier and the independent SFace recognizer (needs the 'eval' extra).
+    identity classifier and the independent SFace recognizer. Needs the 'eval' extra.
     """
+    require_extra("eval", feature="edge-sdk evaluate")
+    from edge_sdk.evaluation.harness import EvaluationConfig, evaluate
+    from edge_sdk.evaluation.report import write_report
+
     config = EvaluationConfig.quick() if quick else EvaluationConfig()
     sweep = _betas(betas)
     try:

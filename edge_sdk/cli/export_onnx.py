@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from edge_sdk.cli._common import handle_errors
+from edge_sdk.extras import require_extra
 from edge_sdk.fileio import write_json
 from edge_sdk.kit import load_kit
 
@@ -30,6 +31,7 @@ def export_onnx(
     Each file passes onnx.checker and must match torch under onnxruntime's CPU
     provider within rtol 1e-3 / atol 1e-5 on real kit inputs, or the command fails.
     """
+    require_extra("export", feature="edge-sdk export onnx")
     from exporters.onnx_export import EXPORTABLE, export_component
     from exporters.quantize import quantize_encoder
 

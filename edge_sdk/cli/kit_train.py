@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from edge_sdk.cli._common import handle_errors, use_threads
-from edge_sdk.kit.recipe import train_orl_kit
-from edge_sdk.kit.report import write_training_report
+from edge_sdk.extras import require_extra
 from edge_sdk.kit.training import TrainingConfig
 
 __all__ = ["kit_train"]
@@ -30,6 +29,10 @@ def kit_train(
 
     With the defaults this reproduces the bundled kit (about 30 minutes on 2 CPU cores).
     """
+    require_extra("train", feature="edge-sdk kit train")
+    from edge_sdk.kit.recipe import train_orl_kit
+    from edge_sdk.kit.report import write_training_report
+
     use_threads(threads)
     config = TrainingConfig(seed=seed, pose_epochs=pose_epochs, gan_steps=gan_steps, amortizer_steps=amortizer_steps)
     kit, log = train_orl_kit(out, config=config, progress=not quiet)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cloud_stub.cli import cloud_app
+from edge_sdk.cli.cloud import cloud
 from edge_sdk.cli.craft import craft
 from edge_sdk.cli.data_orl import orl_faces
 from edge_sdk.cli.encode import encode
@@ -35,7 +35,11 @@ app.add_typer(data_app, name="data")
 export_app = typer.Typer(help="Export kit networks for on-device runtimes.", no_args_is_help=True)
 export_app.command("onnx")(export_onnx)
 app.add_typer(export_app, name="export")
-app.add_typer(cloud_app, name="cloud")
+app.command(
+    "cloud",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,  # --help goes to edge-cloud
+)(cloud)
 
 
 def main() -> None:

