@@ -29,3 +29,11 @@ def test_default_head_beats_the_majority_class_on_private_test() -> None:
         accuracy = (kit.head(kit.encode(faces.images)).argmax(1) == faces.pose).float().mean()
     majority = torch.bincount(faces.pose).max() / len(faces)
     assert accuracy > majority
+
+
+def test_default_kit_aligns_faces_as_its_training_data_was() -> None:
+    from edge_sdk.faces.alignment import ORL_TEMPLATE
+
+    kit = load_kit()
+    assert kit.spec.face_template == ORL_TEMPLATE
+    assert torch.equal(load_orl("public-val").images, load_orl("public-val", spec=kit.spec).images)
