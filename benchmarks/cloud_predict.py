@@ -60,9 +60,15 @@ async def load(base: str, key: str, body: bytes, *, clients: int, duration: floa
 
         await asyncio.gather(*(worker() for _ in range(clients)))
     quantiles = np.percentile(np.array(latencies) * 1000, [50, 90, 99]) if latencies else [float("nan")] * 3
-    return {"requests": len(latencies), "errors": errors, "requests_per_s": len(latencies) / duration,
-            "p50_ms": float(quantiles[0]), "p90_ms": float(quantiles[1]), "p99_ms": float(quantiles[2]),
-            "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan")}  # fmt: skip
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "requests_per_s": len(latencies) / duration,
+        "p50_ms": float(quantiles[0]),
+        "p90_ms": float(quantiles[1]),
+        "p99_ms": float(quantiles[2]),
+        "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
+    }
 
 
 def main() -> None:
@@ -84,20 +90,31 @@ def main() -> None:
             for batch in args.batch:
                 body = encode_tensors({"features": rng.normal(size=(batch, 32, 16, 16)).astype(np.float32)})
                 for clients in args.clients:
-                    result = asyncio.run(load(base, key, body, clients=clients, duration=args.duration,
-                                              warmup=args.warmup))  # fmt: skip
-                    row = {"batch": batch, "clients": clients, "payload_bytes": len(body), **result,
-                           "features_per_s": result["requests_per_s"] * batch}  # fmt: skip
+                    result = asyncio.run(
+                        load(base, key, body, clients=clients, duration=args.duration, warmup=args.warmup)
+                    )
+                    row = {
+                        "batch": batch,
+                        "clients": clients,
+                        "payload_bytes": len(body),
+                        **result,
+                        "features_per_s": result["requests_per_s"] * batch,
+                    }
                     rows.append(row)
-                    print(f"batch {batch:3d}  clients {clients:3d}  {row['requests_per_s']:8.1f} req/s  "
-                          f"{row['features_per_s']:8.1f} features/s  p50 {row['p50_ms']:7.2f} ms  "
-                          f"p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}", flush=True)  # fmt: skip
+                    print(
+                        f"batch {batch:3d}  clients {clients:3d}  {row['requests_per_s']:8.1f} req/s  "
+                        f"{row['features_per_s']:8.1f} features/s  p50 {row['p50_ms']:7.2f} ms  "
+                        f"p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}",
+                        flush=True,
+                    )
     print()
     print("| batch | clients | requests/s | features/s | p50 ms | p90 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['batch']} | {r['clients']} | {r['requests_per_s']:.1f} | {r['features_per_s']:.1f} | "
-              f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |")  # fmt: skip
+        print(
+            f"| {r['batch']} | {r['clients']} | {r['requests_per_s']:.1f} | {r['features_per_s']:.1f} | "
+            f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |"
+        )
     report = {
         "benchmark": "cloud_predict",
         "setup": {

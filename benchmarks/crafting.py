@@ -46,12 +46,25 @@ from edge_sdk.metrics import ssim
 
 
 def measure(
-    kit: Kit, faces: FaceSet, features: torch.Tensor, raw: torch.Tensor, oracle: Any, attack_steps: int,
+    kit: Kit,
+    faces: FaceSet,
+    features: torch.Tensor,
+    raw: torch.Tensor,
+    oracle: Any,
+    attack_steps: int,
     decoder: FeatureDecoder,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     # White-box reconstruction G(z*(F)) from the amortizer's guess with Adam (the harness's attack).
-    attack = WhiteBoxInversion("white-box", kit.generator, kit.encoder, amortizer=kit.amortizer,
-                               steps=attack_steps, lr=0.05, optimizer="adam", batch_size=len(features))  # fmt: skip
+    attack = WhiteBoxInversion(
+        "white-box",
+        kit.generator,
+        kit.encoder,
+        amortizer=kit.amortizer,
+        steps=attack_steps,
+        lr=0.05,
+        optimizer="adam",
+        batch_size=len(features),
+    )
     recon = attack.reconstruct(features)
     decoded = DecoderAttack("decoder", decoder).reconstruct(features)
     return {
@@ -63,9 +76,17 @@ def measure(
 
 
 def run_config(
-    name: str, kit: Kit, config: CrafterConfig, faces: FaceSet, oracle: Any, *, batch_size: int, attack_steps: int,
-    decoder: FeatureDecoder, full_steps: int | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    name: str,
+    kit: Kit,
+    config: CrafterConfig,
+    faces: FaceSet,
+    oracle: Any,
+    *,
+    batch_size: int,
+    attack_steps: int,
+    decoder: FeatureDecoder,
+    full_steps: int | None = None,
+) -> dict[str, Any]:
     crafter = Crafter(kit, config)
     crafted, pii, pii_raw, step_seconds = [], [], [], 0.0
     start = time.perf_counter()
@@ -75,8 +96,11 @@ def run_config(
         pii.append(result.diagnostics["epsilon_pii"])
         pii_raw.append(result.diagnostics["epsilon_pii_raw"])
         step_seconds += result.diagnostics["step_seconds"]
-        print(f"  [{name}] batch {i // batch_size + 1}: {result.diagnostics['seconds']:.1f}s "
-              f"eps-PII {pii[-1]:.4f} (raw {pii_raw[-1]:.4f})", flush=True)  # fmt: skip
+        print(
+            f"  [{name}] batch {i // batch_size + 1}: {result.diagnostics['seconds']:.1f}s "
+            f"eps-PII {pii[-1]:.4f} (raw {pii_raw[-1]:.4f})",
+            flush=True,
+        )
     seconds = time.perf_counter() - start
     features = torch.cat(crafted)
     raw = kit.encode(faces.images)
@@ -113,40 +137,87 @@ def main() -> None:
     test = load_orl("private-test", spec=kit.spec)
     oracle = train_identity_classifier(load_orl("private-train", spec=kit.spec), seed=0)
     raw = kit.encode(test.images)
-    decoder = train_feature_decoder(kit.encoder, load_orl("public", spec=kit.spec).images, steps=args.decoder_steps,
-                                    seed=0)  # fmt: skip
-    rows = [{"name": "raw (no defence)", "seconds_per_image": 0.0, "epsilon_pii": None,
-             **measure(kit, test, raw, raw, oracle, args.attack_steps, decoder)}]  # fmt: skip
+    decoder = train_feature_decoder(
+        kit.encoder, load_orl("public", spec=kit.spec).images, steps=args.decoder_steps, seed=0
+    )
+    rows = [
+        {
+            "name": "raw (no defence)",
+            "seconds_per_image": 0.0,
+            "epsilon_pii": None,
+            **measure(kit, test, raw, raw, oracle, args.attack_steps, decoder),
+        }
+    ]
     oracle_real = identity_accuracy(oracle, test.images, test.identity)
     # The default starts Crafter-z at a fresh prior latent; "paper start" is the same from
     # the attacker's inversion z*(F0) (paper App. F), to show what the fresh start buys.
-    configs = (("default", CrafterConfig()), ("default, paper start", CrafterConfig(latent_noise=0.0)),
-               ("feature", CrafterConfig.feature()))  # fmt: skip
+    configs = (
+        ("default", CrafterConfig()),
+        ("default, paper start", CrafterConfig(latent_noise=0.0)),
+        ("feature", CrafterConfig.feature()),
+    )
     for name, config in configs:
-        rows.append(run_config(name, kit, config, test, oracle, batch_size=args.batch_size,
-                               attack_steps=args.attack_steps, decoder=decoder))  # fmt: skip
+        rows.append(
+            run_config(
+                name,
+                kit,
+                config,
+                test,
+                oracle,
+                batch_size=args.batch_size,
+                attack_steps=args.attack_steps,
+                decoder=decoder,
+            )
+        )
     if not args.skip_paper:
         paper = CrafterConfig.paper()
         subset = FaceSet(*(t[: args.paper_images] for t in (test.images, test.identity, test.image_index, test.pose)))
-        rows.append(run_config("paper-faithful", kit, replace(paper, steps=args.paper_steps), subset, oracle,
-                               batch_size=args.batch_size, attack_steps=args.attack_steps, decoder=decoder,
-                               full_steps=paper.steps))  # fmt: skip
-    report = {"oracle_accuracy_on_real_private_test": oracle_real, "threads": args.threads,
-              "batch_size": args.batch_size, "attack_steps": args.attack_steps, "rows": rows}  # fmt: skip
+        rows.append(
+            run_config(
+                "paper-faithful",
+                kit,
+                replace(paper, steps=args.paper_steps),
+                subset,
+                oracle,
+                batch_size=args.batch_size,
+                attack_steps=args.attack_steps,
+                decoder=decoder,
+                full_steps=paper.steps,
+            )
+        )
+    report = {
+        "oracle_accuracy_on_real_private_test": oracle_real,
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "attack_steps": args.attack_steps,
+        "rows": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     width = max(len("configuration"), *(len(str(r["name"])) for r in rows)) + 2
-    columns = [("configuration", width), ("s/img", 9), ("eps-PII", 9), ("SSIM", 7), ("ID acc", 8), ("dec ID", 8),
-               ("pose", 7), ("raw pose", 9), ("agree", 7), ("dist", 7)]  # fmt: skip
+    columns = [
+        ("configuration", width),
+        ("s/img", 9),
+        ("eps-PII", 9),
+        ("SSIM", 7),
+        ("ID acc", 8),
+        ("dec ID", 8),
+        ("pose", 7),
+        ("raw pose", 9),
+        ("agree", 7),
+        ("dist", 7),
+    ]
     header = "".join(f"{name:<{w}}" if i == 0 else f"{name:>{w}}" for i, (name, w) in enumerate(columns))
     print(f"\nidentity oracle on real private-test faces: {oracle_real:.3f} (chance 0.05)")
     print(header)
     for r in rows:
         pii = f"{r['epsilon_pii']:.4f}" if r["epsilon_pii"] is not None else "-"
-        print(f"{r['name']:<{width}}{r['seconds_per_image']:>9.2f}{pii:>9}{r['attack_ssim']:>7.3f}"
-              f"{r['attack_identity_accuracy']:>8.3f}{r['decoder_identity_accuracy']:>8.3f}"
-              f"{r['pose_accuracy']:>7.3f}{r['pose_accuracy_raw']:>9.3f}"
-              f"{r['pose_agreement']:>7.3f}{r['relative_distortion']:>7.3f}")  # fmt: skip
+        print(
+            f"{r['name']:<{width}}{r['seconds_per_image']:>9.2f}{pii:>9}{r['attack_ssim']:>7.3f}"
+            f"{r['attack_identity_accuracy']:>8.3f}{r['decoder_identity_accuracy']:>8.3f}"
+            f"{r['pose_accuracy']:>7.3f}{r['pose_accuracy_raw']:>9.3f}"
+            f"{r['pose_agreement']:>7.3f}{r['relative_distortion']:>7.3f}"
+        )
     print(f"\nwrote {args.out}")
 
 

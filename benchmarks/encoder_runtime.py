@@ -56,15 +56,25 @@ def main() -> None:
             "onnxruntime fp32": OnnxEncoder(fp32, kit),
             "onnxruntime int8": OnnxEncoder(quant.path, kit),
         }
-        sizes = {"torch": sum(p.numel() * 4 for p in kit.encoder.parameters()), "onnxruntime fp32": quant.bytes_fp32,
-                 "onnxruntime int8": quant.bytes_int8}  # fmt: skip
+        sizes = {
+            "torch": sum(p.numel() * 4 for p in kit.encoder.parameters()),
+            "onnxruntime fp32": quant.bytes_fp32,
+            "onnxruntime int8": quant.bytes_int8,
+        }
         rows = []
         for name, runtime in runtimes.items():
             for batch in (1, 32):
                 seconds = time_calls(runtime, images[:batch], args.repeats)
-                rows.append({"backend": name, "batch": batch, "ms_per_call": seconds * 1e3,
-                             "ms_per_image": seconds * 1e3 / batch, "images_per_second": batch / seconds,
-                             "model_bytes": sizes[name]})  # fmt: skip
+                rows.append(
+                    {
+                        "backend": name,
+                        "batch": batch,
+                        "ms_per_call": seconds * 1e3,
+                        "ms_per_image": seconds * 1e3 / batch,
+                        "images_per_second": batch / seconds,
+                        "model_bytes": sizes[name],
+                    }
+                )
     int8 = {
         "relative_feature_distance": quant.relative_feature_distance,
         "pose_accuracy_fp32": quant.pose_accuracy_fp32,
@@ -75,8 +85,10 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{'backend':<18}{'batch':>6}{'ms/call':>10}{'ms/img':>9}{'img/s':>9}{'bytes':>9}")
     for r in rows:
-        print(f"{r['backend']:<18}{r['batch']:>6}{r['ms_per_call']:>10.3f}{r['ms_per_image']:>9.3f}"
-              f"{r['images_per_second']:>9.0f}{r['model_bytes']:>9}")  # fmt: skip
+        print(
+            f"{r['backend']:<18}{r['batch']:>6}{r['ms_per_call']:>10.3f}{r['ms_per_image']:>9.3f}"
+            f"{r['images_per_second']:>9.0f}{r['model_bytes']:>9}"
+        )
     print(
         f"int8: relative feature distance {int8['relative_feature_distance']:.3f}, pose accuracy "
         f"{int8['pose_accuracy_int8']:.3f} vs fp32 {int8['pose_accuracy_fp32']:.3f} (private-test)"

@@ -32,8 +32,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/head_training.json"))
     parser.add_argument("--presets", default="default,feature", help="comma-separated crafting presets")
-    parser.add_argument("--latent-noises", default="",
-                        help="comma-separated latent_noise values also released with the default preset")  # fmt: skip
+    parser.add_argument(
+        "--latent-noises", default="", help="comma-separated latent_noise values also released with the default preset"
+    )
     parser.add_argument("--seeds", type=int, default=5, help="head-training seeds")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
@@ -63,19 +64,31 @@ def main() -> None:
         configs[f"default, latent noise {noise:g}"] = PRESETS["default"](seed=0, latent_noise=noise)
     for preset, config in configs.items():
         start = time.perf_counter()
-        released = {name: craft_batches(kit, config, faces.images, batch_size=args.batch_size)[0]
-                    for name, faces in sets.items()}  # fmt: skip
+        released = {
+            name: craft_batches(kit, config, faces.images, batch_size=args.batch_size)[0]
+            for name, faces in sets.items()
+        }
         seconds = time.perf_counter() - start
         train = torch.cat([released["public"], released["private-train"]])
-        rows.append({"features": preset, "seconds_crafting": seconds,
-                     "test_accuracy": accuracies(train, released["private-test"])})  # fmt: skip
+        rows.append(
+            {
+                "features": preset,
+                "seconds_crafting": seconds,
+                "test_accuracy": accuracies(train, released["private-test"]),
+            }
+        )
         print(f"[{preset}] released {sum(len(f) for f in sets.values())} faces in {seconds:.0f} s", flush=True)
     for row in rows:
         row["mean"] = statistics.mean(row["test_accuracy"])
         row["stdev"] = statistics.stdev(row["test_accuracy"]) if len(row["test_accuracy"]) > 1 else 0.0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"seeds": args.seeds, "train_faces": len(train_labels),
-                                    "test_faces": len(test_labels), "rows": rows}, indent=2) + "\n")  # fmt: skip
+    args.out.write_text(
+        json.dumps(
+            {"seeds": args.seeds, "train_faces": len(train_labels), "test_faces": len(test_labels), "rows": rows},
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"\nnew pose heads trained on {len(train_labels)} released faces, tested on {len(test_labels)} unseen people")
     width = max(len(row["features"]) for row in rows) + 2
     print(f"{'features':<{width}}{'mean acc':>10}{'stdev':>8}  per seed")

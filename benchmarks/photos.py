@@ -234,10 +234,14 @@ def main() -> None:
         read = f"{row['read']}/{row['files']}"
         numbers = f"{row['median_distance']:>9.3f} {row['max_distance']:>7.3f} {row['within_threshold']:>8d}"
         print(f"{name:28s} {read:>6s} {numbers} {row['head_agrees']:>6d}")
-    print(f"all variants: {within}/{files} within {args.threshold} ({within / files:.1%}), head agrees {agree}/{files} "
-          f"({agree / files:.1%}), skipped {skipped}")  # fmt: skip
-    print(f"ORL: {orl['exactly_one_face']}/{orl['pictures']} pictures with exactly one face; median ms per picture "
-          f"{orl['median_ms']} on {args.threads} threads")  # fmt: skip
+    print(
+        f"all variants: {within}/{files} within {args.threshold} ({within / files:.1%}), head agrees {agree}/{files} "
+        f"({agree / files:.1%}), skipped {skipped}"
+    )
+    print(
+        f"ORL: {orl['exactly_one_face']}/{orl['pictures']} pictures with exactly one face; median ms per picture "
+        f"{orl['median_ms']} on {args.threads} threads"
+    )
     result = {
         "command": "python benchmarks/photos.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
         "date": time.strftime("%Y-%m-%d"),

@@ -55,9 +55,11 @@ BUDGETS: dict[str, dict[str, Any]] = {
     # the SSIM term dominates and the logits carry nothing a probe can use, so the attacker
     # weighs the Huber term (alpha 0, gamma 20), trains longer on augmented faces and keeps
     # the last epoch. Honest models get the same recipe with beta_R = 0.
-    "orl-pose": {"model": {"epochs": 150, "batch_size": 32, "augment": True, "keep": "last", "alpha": 0.0,
-                           "gamma": 20.0}, "margin_slack_db": 0.1},
-}  # fmt: skip
+    "orl-pose": {
+        "model": {"epochs": 150, "batch_size": 32, "augment": True, "keep": "last", "alpha": 0.0, "gamma": 20.0},
+        "margin_slack_db": 0.1,
+    },
+}
 TEST_MODELS = [(0.0, 0), (0.0, 1), (0.0, 2), (0.0, 3), (0.0, 4), (1.0, 0), (1.0, 1), (3.0, 2), (3.0, 3), (3.0, 4)]
 CALIBRATION_SEEDS = [100, 101, 102]
 DEFENDED_MODEL = (3.0, 2)  # the test model whose outputs the defence study releases
@@ -106,13 +108,17 @@ def _defences(task: str, models: Any, metric: MahalanobisMetric, config: Detecto
             # The attacker decodes log-probabilities: for plain softmax that is the logits
             # up to a per-sample shift, so the defence must do better than the softmax.
             released_train, released_test = (torch.log(r.clamp_min(1e-6)) for r in (released_train, released_test))
-        decoder = train_output_decoder(released_train, train_x, steps=config.probe_steps, batch_size=config.probe_batch,
-                                       seed=config.seed)  # fmt: skip
+        decoder = train_output_decoder(
+            released_train, train_x, steps=config.probe_steps, batch_size=config.probe_batch, seed=config.seed
+        )
         quality = reconstruction_quality(decoder, released_test, test_x, metric)
         accuracy = float((released_test.argmax(1) == test_y).float().mean())
         rows.append({"defence": name, "accuracy": accuracy, **quality})
-        print(f"  {name:26s} acc {accuracy:.3f}  PSNR {quality['psnr']:.2f}  SSIM {quality['ssim']:.3f}  "
-              f"R {quality['risk']:.4f}", flush=True)  # fmt: skip
+        print(
+            f"  {name:26s} acc {accuracy:.3f}  PSNR {quality['psnr']:.2f}  SSIM {quality['ssim']:.3f}  "
+            f"R {quality['risk']:.4f}",
+            flush=True,
+        )
     return rows
 
 
@@ -142,16 +148,31 @@ def _train_and_verify(
     report = verify_classifier(uploaded, task=task, config=detector)
     outputs = classifier_outputs(trained.classifier, heldout_x)
     own = reconstruction_quality(trained.decoder, outputs, heldout_x, metric) if beta_r > 0 else None
-    row = {"beta_r_over_beta_c": beta_r, "seed": seed, "accuracy": report.accuracy, "own_decoder": own,
-           "v": report.v, "cosine": report.cosine, "entropy": report.entropy, "probe": report.probe,
-           "psnr_gap_db": report.psnr_gap_db, "verdict": report.verdict, "train_seconds": train_seconds,
-           "verify_seconds": report.seconds, "timings": report.timings,
-           "reference_probe": report.reference_probe, "label_probe": report.label_probe,
-           "reference_entropy": report.reference_entropy}  # fmt: skip
-    print(f"{task} beta_R/beta_C={beta_r:g} seed={seed}: acc {report.accuracy:.3f} v {report.v:.4f} "
-          f"H {report.entropy:.3f} probe {report.probe['psnr']:.2f} dB (label {report.label_probe['psnr']:.2f}, "
-          f"reference {report.reference_probe['psnr']:.2f}) gap {report.psnr_gap_db:+.2f} "
-          f"-> {report.verdict} (verify {report.seconds:.1f} s)", flush=True)  # fmt: skip
+    row = {
+        "beta_r_over_beta_c": beta_r,
+        "seed": seed,
+        "accuracy": report.accuracy,
+        "own_decoder": own,
+        "v": report.v,
+        "cosine": report.cosine,
+        "entropy": report.entropy,
+        "probe": report.probe,
+        "psnr_gap_db": report.psnr_gap_db,
+        "verdict": report.verdict,
+        "train_seconds": train_seconds,
+        "verify_seconds": report.seconds,
+        "timings": report.timings,
+        "reference_probe": report.reference_probe,
+        "label_probe": report.label_probe,
+        "reference_entropy": report.reference_entropy,
+    }
+    print(
+        f"{task} beta_R/beta_C={beta_r:g} seed={seed}: acc {report.accuracy:.3f} v {report.v:.4f} "
+        f"H {report.entropy:.3f} probe {report.probe['psnr']:.2f} dB (label {report.label_probe['psnr']:.2f}, "
+        f"reference {report.reference_probe['psnr']:.2f}) gap {report.psnr_gap_db:+.2f} "
+        f"-> {report.verdict} (verify {report.seconds:.1f} s)",
+        flush=True,
+    )
     return row, trained
 
 
@@ -170,8 +191,11 @@ def run_confirmation(task: str, out: Path, seeds: list[int]) -> None:
         "tpr": float(np.mean([r["verdict"] == "vicious" for r in vicious])),
         "fpr": float(np.mean([r["verdict"] == "vicious" for r in honest])),
     }
-    print(f"{task} confirmation on seeds {seeds}: TPR {result['confirmation']['tpr']:.2f}, "
-          f"FPR {result['confirmation']['fpr']:.2f}", flush=True)  # fmt: skip
+    print(
+        f"{task} confirmation on seeds {seeds}: TPR {result['confirmation']['tpr']:.2f}, "
+        f"FPR {result['confirmation']['fpr']:.2f}",
+        flush=True,
+    )
     out.write_text(json.dumps(previous, indent=2) + "\n")
     print(f"added the confirmation to {out}")
 
@@ -208,8 +232,15 @@ def run_task(task: str) -> dict[str, Any]:
     print(f"{task}: {summary}", flush=True)
     print(f"{task}: output defences against an adaptive decoder (beta_R/beta_C, seed = {DEFENDED_MODEL})", flush=True)
     defences = _defences(task, trained_models[DEFENDED_MODEL], metric, calibrated)
-    return {"task": task, "budget": budget, "detector": asdict(calibrated), "calibration": calibration,
-            "models": rows, "summary": summary, "defences": defences}  # fmt: skip
+    return {
+        "task": task,
+        "budget": budget,
+        "detector": asdict(calibrated),
+        "calibration": calibration,
+        "models": rows,
+        "summary": summary,
+        "defences": defences,
+    }
 
 
 def main() -> None:
@@ -218,9 +249,14 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--defences-only", action="store_true", help="Redo only the defence table of --out.")
-    parser.add_argument("--confirm-seeds", type=int, nargs="+", metavar="SEED",
-                        help="Only verify honest and beta_R/beta_C = 1 models of these fresh seeds with the "
-                             "detector calibrated in --out, and add them to it.")  # fmt: skip
+    parser.add_argument(
+        "--confirm-seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="Only verify honest and beta_R/beta_C = 1 models of these fresh seeds with the "
+        "detector calibrated in --out, and add them to it.",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.confirm_seeds:
@@ -235,24 +271,29 @@ def main() -> None:
     print()
     for result in results:
         print(f"### {result['task']}\n")
-        print("| beta_R/beta_C | seed | accuracy | attacker PSNR / SSIM / R | v | entropy | probe PSNR | "
-              "class-only probe PSNR | gap | verdict | verify s |")  # fmt: skip
+        print(
+            "| beta_R/beta_C | seed | accuracy | attacker PSNR / SSIM / R | v | entropy | probe PSNR | "
+            "class-only probe PSNR | gap | verdict | verify s |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in result["models"]:
             own = r["own_decoder"]
             attack = f"{own['psnr']:.2f} / {own['ssim']:.3f} / {own['risk']:.3f}" if own else "-"
-            print(f"| {r['beta_r_over_beta_c']:g} | {r['seed']} | {r['accuracy']:.3f} | {attack} | {r['v']:.4f} | "
-                  f"{r['entropy']:.3f} | {r['probe']['psnr']:.2f} | {_label_psnr(r)} | {r['psnr_gap_db']:+.2f} | "
-                  f"{r['verdict']} | "
-                  f"{r['verify_seconds']:.1f} |")  # fmt: skip
+            print(
+                f"| {r['beta_r_over_beta_c']:g} | {r['seed']} | {r['accuracy']:.3f} | {attack} | {r['v']:.4f} | "
+                f"{r['entropy']:.3f} | {r['probe']['psnr']:.2f} | {_label_psnr(r)} | {r['psnr_gap_db']:+.2f} | "
+                f"{r['verdict']} | "
+                f"{r['verify_seconds']:.1f} |"
+            )
         print(f"\nsummary: {json.dumps(result['summary'])}\n")
         print("| defence | accuracy | PSNR | SSIM | R |\n|---|---|---|---|---|")
         for d in result["defences"]:
             print(f"| {d['defence']} | {d['accuracy']:.3f} | {d['psnr']:.2f} | {d['ssim']:.3f} | {d['risk']:.4f} |")
         print()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "vicious_detection", "threads": args.threads, "results": results},
-                                   indent=2) + "\n")  # fmt: skip
+    args.out.write_text(
+        json.dumps({"benchmark": "vicious_detection", "threads": args.threads, "results": results}, indent=2) + "\n"
+    )
     print(f"wrote {args.out}")
 
 

@@ -196,8 +196,14 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
         store.initial_head(head_to_bytes(kit.head))
     active = store.active_head_id()
     served = ServedHead() if active is None else ServedHead(head_from_bytes(store.head_state(active), arch), active)
-    worker = BackgroundWorker(store, arch=arch, served=served, threads=settings.torch_threads,
-                              verify_uploads=settings.verify_uploads, verify_budget=settings.verify_budget)  # fmt: skip
+    worker = BackgroundWorker(
+        store,
+        arch=arch,
+        served=served,
+        threads=settings.torch_threads,
+        verify_uploads=settings.verify_uploads,
+        verify_budget=settings.verify_budget,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -244,8 +250,7 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
     def require_key(key: Annotated[str | None, Security(api_key_header)]) -> int:
         unauthorized = {"WWW-Authenticate": "ApiKey"}
         if not key:
-            raise HTTPException(401, f"missing API key in the {API_KEY_HEADER} header",
-                                headers=unauthorized)  # fmt: skip
+            raise HTTPException(401, f"missing API key in the {API_KEY_HEADER} header", headers=unauthorized)
         key_id = store.check_api_key(key)
         if key_id is None:
             raise HTTPException(401, "invalid or revoked API key", headers=unauthorized)
@@ -256,9 +261,12 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
     DatasetName = Annotated[str, Path(pattern=DATASET_PATTERN, description="Letters, digits, '_', '.', '-'")]
     IdempotencyKey = Annotated[
         str | None,
-        Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_PATTERN,
-               description="Repeat it when retrying an upload: the server stores the upload once"),
-    ]  # fmt: skip
+        Header(
+            alias="Idempotency-Key",
+            pattern=IDEMPOTENCY_PATTERN,
+            description="Repeat it when retrying an upload: the server stores the upload once",
+        ),
+    ]
 
     @app.get("/health", tags=["service"])
     def health() -> Health:
@@ -269,15 +277,24 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
     def version(_: KeyId) -> VersionInfo:
         """Service version, the kit it serves and the active head."""
         return VersionInfo(
-            service="edge-feature-sdk cloud stub", version=edge_sdk.__version__,
+            service="edge-feature-sdk cloud stub",
+            version=edge_sdk.__version__,
             kit=KitInfo(name=kit.manifest.name, feature_shape=list(kit.feature_shape), num_classes=arch.num_classes),
-            active_head_id=served.head_id, database=store.backend, max_batch=settings.max_batch,
-        )  # fmt: skip
+            active_head_id=served.head_id,
+            database=store.backend,
+            max_batch=settings.max_batch,
+        )
 
-    @app.post("/v1/predict", tags=["deployment"], openapi_extra=_BINARY_BODY,
-              responses={400: {"description": "Body is not safetensors or .npy"},
-                         413: {"description": "Body too large"},
-                         422: {"description": "Wrong shape, dtype, batch size, or NaN"}})  # fmt: skip
+    @app.post(
+        "/v1/predict",
+        tags=["deployment"],
+        openapi_extra=_BINARY_BODY,
+        responses={
+            400: {"description": "Body is not safetensors or .npy"},
+            413: {"description": "Body too large"},
+            422: {"description": "Wrong shape, dtype, batch size, or NaN"},
+        },
+    )
     def predict(_: KeyId, body: Body) -> PredictionOut:
         """Head outputs for a batch of crafted features (safetensors with 'features', or one .npy array)."""
         tensors = decode_tensors(body)
@@ -288,11 +305,18 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
         labels, probabilities, head_id = served.predict(features)
         return PredictionOut(head_id=head_id, labels=labels.tolist(), probabilities=probabilities.tolist())
 
-    @app.post("/v1/datasets/{dataset}/samples", tags=["development"], status_code=201,
-              openapi_extra=_BINARY_BODY,
-              responses={400: {"description": "Body is not safetensors"},
-                         409: {"description": "Idempotency-Key reused"}, 413: {"description": "Body too large"},
-                         422: {"description": "Wrong shape, dtype, labels, or NaN"}})  # fmt: skip
+    @app.post(
+        "/v1/datasets/{dataset}/samples",
+        tags=["development"],
+        status_code=201,
+        openapi_extra=_BINARY_BODY,
+        responses={
+            400: {"description": "Body is not safetensors"},
+            409: {"description": "Idempotency-Key reused"},
+            413: {"description": "Body too large"},
+            422: {"description": "Wrong shape, dtype, labels, or NaN"},
+        },
+    )
     def collect(key_id: KeyId, dataset: DatasetName, body: Body, idempotency_key: IdempotencyKey = None) -> SamplesOut:
         """Store labelled crafted features (safetensors with 'features' and 'labels') for head training."""
         tensors = decode_tensors(body)
@@ -302,16 +326,16 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
         features = check_features(tensors[FEATURES_KEY], kit.feature_shape, max_batch=settings.max_batch)
         labels = check_labels(tensors[LABELS_KEY], batch=len(features), num_classes=arch.num_classes)
         upload = store.add_samples(dataset, features, labels, api_key_id=key_id, idempotency_key=idempotency_key)
-        return SamplesOut(dataset=dataset, batch_id=upload.batch_id, added=upload.added, total=upload.total,
-                          replayed=upload.replayed)  # fmt: skip
+        return SamplesOut(
+            dataset=dataset, batch_id=upload.batch_id, added=upload.added, total=upload.total, replayed=upload.replayed
+        )
 
     @app.get("/v1/datasets/{dataset}", tags=["development"], responses={404: {"description": "No such dataset"}})
     def dataset_summary(_: KeyId, dataset: DatasetName) -> DatasetOut:
         """Samples, upload batches and label counts of a collected dataset."""
         return DatasetOut(**store.dataset_summary(dataset))
 
-    @app.post("/v1/heads", tags=["development"], status_code=202,
-              responses={404: {"description": "No such dataset"}})  # fmt: skip
+    @app.post("/v1/heads", tags=["development"], status_code=202, responses={404: {"description": "No such dataset"}})
     def train_head(_: KeyId, request: TrainRequest) -> JobOut:
         """Queue training of a new head on a collected dataset; poll the job for its validation accuracy."""
         store.dataset_summary(request.dataset)  # 404 now rather than a failed job later
@@ -329,23 +353,37 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
         """A training job: status, error, the head it produced and its validation accuracy."""
         return JobOut(**store.job(job_id))
 
-    @app.post("/v1/models", tags=["verification"], status_code=201, openapi_extra=_BINARY_BODY,
-              responses={409: {"description": "Idempotency-Key reused"}, 413: {"description": "Model too large"},
-                         422: {"description": "Not a valid ONNX model for the task"}})  # fmt: skip
+    @app.post(
+        "/v1/models",
+        tags=["verification"],
+        status_code=201,
+        openapi_extra=_BINARY_BODY,
+        responses={
+            409: {"description": "Idempotency-Key reused"},
+            413: {"description": "Model too large"},
+            422: {"description": "Not a valid ONNX model for the task"},
+        },
+    )
     def upload_model(
         key_id: KeyId,
         body: Body,
-        task: Annotated[str, Query(description=f"One of: {', '.join(MODEL_TASKS)}", pattern="^(" + "|".join(
-            map(re.escape, MODEL_TASKS)) + ")$")],
+        task: Annotated[
+            str,
+            Query(
+                description=f"One of: {', '.join(MODEL_TASKS)}",
+                pattern="^(" + "|".join(map(re.escape, MODEL_TASKS)) + ")$",
+            ),
+        ],
         name: Annotated[str, Query(pattern=MODEL_NAME_PATTERN)] = "model.onnx",
         idempotency_key: IdempotencyKey = None,
-    ) -> ModelOut:  # fmt: skip
+    ) -> ModelOut:
         """Upload an ONNX classifier; it is checked, stored, and verified in the background (poll its record)."""
         started = time.perf_counter()
         summary = check_onnx_model(body, task=task)
         summary["check_seconds"] = round(time.perf_counter() - started, 4)
-        model_id, replayed = store.add_model(body, name=name, task=task, summary=summary, api_key_id=key_id,
-                                             idempotency_key=idempotency_key)  # fmt: skip
+        model_id, replayed = store.add_model(
+            body, name=name, task=task, summary=summary, api_key_id=key_id, idempotency_key=idempotency_key
+        )
         record = store.model(model_id)
         if worker.verify_uploads and not replayed:
             worker.submit_verification(model_id)

@@ -100,8 +100,13 @@ def fit_head(
     with torch.no_grad():
         val_accuracy = float((head(x[val_idx]).argmax(1) == y[val_idx]).float().mean())
         train_accuracy = float((head(x[train_idx]).argmax(1) == y[train_idx]).float().mean())
-    return HeadFit(head=head, val_accuracy=val_accuracy, train_accuracy=train_accuracy,
-                   train_samples=len(train_idx), val_samples=n_val)  # fmt: skip
+    return HeadFit(
+        head=head,
+        val_accuracy=val_accuracy,
+        train_accuracy=train_accuracy,
+        train_samples=len(train_idx),
+        val_samples=n_val,
+    )
 
 
 class ServedHead:

@@ -40,11 +40,23 @@ def local_server(
     """
     log = Path(log)
     port = free_port()
-    command = [sys.executable, "-m", "cloud_stub", "serve", "--port", str(port),
-               "--database-url", database_url, "--log-level", "warning", *extra_args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "cloud_stub",
+        "serve",
+        "--port",
+        str(port),
+        "--database-url",
+        database_url,
+        "--log-level",
+        "warning",
+        *extra_args,
+    ]
     with log.open("ab") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_timeout

@@ -49,15 +49,17 @@ _KEY_PREFIX = "esk_"
 
 metadata = MetaData()
 api_keys = Table(
-    "api_keys", metadata,
+    "api_keys",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(64), nullable=False, unique=True),
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float),
-)  # fmt: skip
+)
 sample_batches = Table(
-    "sample_batches", metadata,
+    "sample_batches",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("dataset", String(64), nullable=False, index=True),
     Column("samples", Integer, nullable=False),
@@ -68,9 +70,10 @@ sample_batches = Table(
     Column("idempotency_key", String(128)),
     Column("created_at", Float, nullable=False),
     UniqueConstraint("api_key_id", "idempotency_key", name="uq_samples_idempotency"),
-)  # fmt: skip
+)
 heads = Table(
-    "heads", metadata,
+    "heads",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("source", String(16), nullable=False),
     Column("dataset", String(64)),
@@ -80,9 +83,10 @@ heads = Table(
     Column("val_samples", Integer),
     Column("job_id", Integer),
     Column("created_at", Float, nullable=False),
-)  # fmt: skip
+)
 training_jobs = Table(
-    "training_jobs", metadata,
+    "training_jobs",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("dataset", String(64), nullable=False),
     Column("status", String(16), nullable=False),
@@ -93,9 +97,10 @@ training_jobs = Table(
     Column("created_at", Float, nullable=False),
     Column("started_at", Float),
     Column("finished_at", Float),
-)  # fmt: skip
+)
 uploaded_models = Table(
-    "uploaded_models", metadata,
+    "uploaded_models",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(128), nullable=False),
     Column("task", String(32), nullable=False),
@@ -109,12 +114,13 @@ uploaded_models = Table(
     Column("idempotency_key", String(128)),
     Column("created_at", Float, nullable=False),
     UniqueConstraint("api_key_id", "idempotency_key", name="uq_models_idempotency"),
-)  # fmt: skip
+)
 service_state = Table(
-    "service_state", metadata,
+    "service_state",
+    metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
-)  # fmt: skip
+)
 
 
 def hash_api_key(key: str) -> str:
@@ -278,12 +284,16 @@ class Store:
         except IntegrityError:
             with self.engine.connect() as conn:
                 first = conn.execute(
-                    select(sample_batches.c.id, sample_batches.c.dataset, sample_batches.c.payload_sha256,
-                           sample_batches.c.samples).where(
+                    select(
+                        sample_batches.c.id,
+                        sample_batches.c.dataset,
+                        sample_batches.c.payload_sha256,
+                        sample_batches.c.samples,
+                    ).where(
                         sample_batches.c.api_key_id == api_key_id,
                         sample_batches.c.idempotency_key == idempotency_key,
                     )
-                ).first()  # fmt: skip
+                ).first()
                 if first is None:  # pragma: no cover - the integrity error came from elsewhere
                     raise
                 if first.payload_sha256 != digest or first.dataset != dataset:
@@ -317,8 +327,12 @@ class Store:
         labels: Counter[str] = Counter()
         for row in rows:
             labels.update({k: int(v) for k, v in json.loads(row.label_counts).items()})
-        return {"dataset": dataset, "samples": sum(int(r.samples) for r in rows), "batches": len(rows),
-                "label_counts": dict(sorted(labels.items()))}  # fmt: skip
+        return {
+            "dataset": dataset,
+            "samples": sum(int(r.samples) for r in rows),
+            "batches": len(rows),
+            "label_counts": dict(sorted(labels.items())),
+        }
 
     def load_dataset(self, dataset: str) -> tuple[np.ndarray, np.ndarray]:
         """Every feature and label of ``dataset``, in upload order.
@@ -327,11 +341,15 @@ class Store:
             NotFoundError: Nothing was collected under this name.
         """
         with self.engine.connect() as conn:
-            payloads = conn.execute(
-                select(sample_batches.c.payload).where(sample_batches.c.dataset == dataset).order_by(
-                    sample_batches.c.id
+            payloads = (
+                conn.execute(
+                    select(sample_batches.c.payload)
+                    .where(sample_batches.c.dataset == dataset)
+                    .order_by(sample_batches.c.id)
                 )
-            ).scalars().all()  # fmt: skip
+                .scalars()
+                .all()
+            )
         if not payloads:
             raise NotFoundError(f"no samples collected in dataset {dataset!r}")
         decoded = [decode_tensors(bytes(p)) for p in payloads]
@@ -344,10 +362,17 @@ class Store:
 
     # --- heads ----------------------------------------------------------------------------------
     def add_head(
-        self, state: bytes, *, source: str, dataset: str | None = None, val_accuracy: float | None = None,
-        train_samples: int | None = None, val_samples: int | None = None, job_id: int | None = None,
+        self,
+        state: bytes,
+        *,
+        source: str,
+        dataset: str | None = None,
+        val_accuracy: float | None = None,
+        train_samples: int | None = None,
+        val_samples: int | None = None,
+        job_id: int | None = None,
         activate: bool = False,
-    ) -> int:  # fmt: skip
+    ) -> int:
         """Store a head's weights (safetensors bytes); optionally make it the served head."""
         with self.engine.begin() as conn:
             head_id = int(
@@ -497,9 +522,15 @@ class Store:
 
     # --- uploaded models ------------------------------------------------------------------------
     def add_model(
-        self, onnx_bytes: bytes, *, name: str, task: str, summary: dict[str, Any], api_key_id: int,
+        self,
+        onnx_bytes: bytes,
+        *,
+        name: str,
+        task: str,
+        summary: dict[str, Any],
+        api_key_id: int,
         idempotency_key: str | None,
-    ) -> tuple[int, bool]:  # fmt: skip
+    ) -> tuple[int, bool]:
         """Store an uploaded ONNX model as ``unverified``; returns ``(id, replayed)``.
 
         Raises:

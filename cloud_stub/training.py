@@ -108,19 +108,32 @@ class BackgroundWorker:
         params = job["params"]
         try:
             features, labels = self.store.load_dataset(job["dataset"])
-            fit = fit_head(features, labels, arch=self.arch, epochs=params["epochs"], seed=params["seed"],
-                           validation_fraction=params["validation_fraction"])  # fmt: skip
+            fit = fit_head(
+                features,
+                labels,
+                arch=self.arch,
+                epochs=params["epochs"],
+                seed=params["seed"],
+                validation_fraction=params["validation_fraction"],
+            )
             head_id = self.store.add_head(
-                head_to_bytes(fit.head), source="trained", dataset=job["dataset"], val_accuracy=fit.val_accuracy,
-                train_samples=fit.train_samples, val_samples=fit.val_samples, job_id=job_id,
+                head_to_bytes(fit.head),
+                source="trained",
+                dataset=job["dataset"],
+                val_accuracy=fit.val_accuracy,
+                train_samples=fit.train_samples,
+                val_samples=fit.val_samples,
+                job_id=job_id,
                 activate=params["activate"],
-            )  # fmt: skip
+            )
         except Exception as exc:  # a failed job is recorded, never kills the worker
             _log.exception("training job %s failed", job_id)
-            self.store.update_job(job_id, status="failed", error=f"{type(exc).__name__}: {exc}",
-                                  finished_at=time.time())  # fmt: skip
+            self.store.update_job(
+                job_id, status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time()
+            )
             return
         if params["activate"]:
             self.served.swap(fit.head, head_id)
-        self.store.update_job(job_id, status="succeeded", head_id=head_id, val_accuracy=fit.val_accuracy,
-                              finished_at=time.time())  # fmt: skip
+        self.store.update_job(
+            job_id, status="succeeded", head_id=head_id, val_accuracy=fit.val_accuracy, finished_at=time.time()
+        )

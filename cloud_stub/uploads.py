@@ -69,8 +69,10 @@ def check_onnx_model(data: bytes, *, task: str) -> dict[str, Any]:
     if len(item) != len(spec.input_shape) or any(
         isinstance(d, int) and d != e for d, e in zip(item, spec.input_shape, strict=True)
     ):
-        raise ModelRejectedError(f"input {inputs[0].name!r} has shape {in_dims}; task {task!r} needs (batch, "
-                                 f"{', '.join(map(str, spec.input_shape))})")  # fmt: skip
+        raise ModelRejectedError(
+            f"input {inputs[0].name!r} has shape {in_dims}; task {task!r} needs (batch, "
+            f"{', '.join(map(str, spec.input_shape))})"
+        )
     if not out_dims or (isinstance(out_dims[-1], int) and out_dims[-1] != spec.num_classes):
         raise ModelRejectedError(f"output has shape {out_dims}; task {task!r} has {spec.num_classes} classes")
     parameters = sum(int(onnx.numpy_helper.to_array(t).size) for t in model.graph.initializer)

@@ -88,9 +88,15 @@ def module_to_onnx(module: torch.nn.Module, example: torch.Tensor, *, opset: int
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter narrates each stage
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            module.eval(), (example,), dynamo=True, opset_version=opset, input_names=["input"],
-            output_names=["output"], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
-        )  # fmt: skip
+            module.eval(),
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            verbose=False,
+        )
     assert program is not None
     return program.model_proto
 

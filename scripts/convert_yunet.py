@@ -68,9 +68,12 @@ def fold_dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         zero_point = inits[node.input[2]] if len(node.input) > 2 and node.input[2] else None
         folded[node.output[0]] = dequantize(
-            inits[node.input[0]], inits[node.input[1]], zero_point,
-            axis=int(attrs.get("axis", 1)), block=int(attrs.get("block_size", 0)),
-        )  # fmt: skip
+            inits[node.input[0]],
+            inits[node.input[1]],
+            zero_point,
+            axis=int(attrs.get("axis", 1)),
+            block=int(attrs.get("block_size", 0)),
+        )
     used = {name for node in kept_nodes for name in node.input}
     initializers = [init for init in model.graph.initializer if init.name in used]
     initializers += [numpy_helper.from_array(value, name) for name, value in folded.items()]

@@ -22,9 +22,17 @@ from edge_sdk.kit import Architecture, Kit, KitManifest, TaskSpec, build_models,
 from edge_sdk.kit.manifest import ComponentFile
 
 TINY = Architecture(
-    image_size=16, channels=1, feature_channels=4, encoder_width=4, latent_dim=8,
-    generator_width=4, critic_width=4, amortizer_width=4, head_width=4, num_classes=3,
-)  # fmt: skip
+    image_size=16,
+    channels=1,
+    feature_channels=4,
+    encoder_width=4,
+    latent_dim=8,
+    generator_width=4,
+    critic_width=4,
+    amortizer_width=4,
+    head_width=4,
+    num_classes=3,
+)
 
 
 TEST_SEED = int(os.environ.get("EDGE_SDK_TEST_SEED", "0"))
@@ -49,10 +57,13 @@ def make_tiny_kit(seed: int = 0, arch: Architecture = TINY) -> Kit:
     torch.manual_seed(shifted_seed(seed))
     models = {name: m.eval() for name, m in build_models(arch).items()}
     manifest = KitManifest(
-        name="tiny", image=ImageSpec(size=arch.image_size, channels=arch.channels), architecture=arch,
-        task=TaskSpec(), files={c: ComponentFile(path=f"{c}.safetensors", sha256="0" * 64) for c in models},
+        name="tiny",
+        image=ImageSpec(size=arch.image_size, channels=arch.channels),
+        architecture=arch,
+        task=TaskSpec(),
+        files={c: ComponentFile(path=f"{c}.safetensors", sha256="0" * 64) for c in models},
         training={"seed": seed},
-    )  # fmt: skip
+    )
     return Kit(manifest=manifest, **models)  # type: ignore[arg-type]
 
 

@@ -47,8 +47,9 @@ def temporary_postgres() -> Iterator[str]:
     try:
         subprocess.run([*prefix, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"], **run)
         options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"],
-                       **run)  # fmt: skip
+        subprocess.run(
+            [*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"], **run
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         output = getattr(exc, "stderr", b"") or b""
         shutil.rmtree(folder, ignore_errors=True)

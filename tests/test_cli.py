@@ -88,12 +88,35 @@ def test_data_orl_faces_then_encode_with_the_default_kit(tmp_path: Path) -> None
 
 def test_kit_train_few_steps_writes_kit_and_report(tmp_path: Path) -> None:
     out = tmp_path / "kit"
-    args = ["kit", "train", "--out", str(out), "--pose-epochs", "1", "--gan-steps", "1", "--amortizer-steps", "2",
-            "--report-inversion-steps", "2", "--threads", "1", "-q"]  # fmt: skip
+    args = [
+        "kit",
+        "train",
+        "--out",
+        str(out),
+        "--pose-epochs",
+        "1",
+        "--gan-steps",
+        "1",
+        "--amortizer-steps",
+        "2",
+        "--report-inversion-steps",
+        "2",
+        "--threads",
+        "1",
+        "-q",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    for name in ("manifest.json", "encoder.safetensors", "report.json", "report.md", "generator_samples.png",
-                 "inversions.png", "training_curves.png", "training_log.json"):  # fmt: skip
+    for name in (
+        "manifest.json",
+        "encoder.safetensors",
+        "report.json",
+        "report.md",
+        "generator_samples.png",
+        "inversions.png",
+        "training_curves.png",
+        "training_log.json",
+    ):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
     assert set(report["metrics"]["pose_accuracy"]) == {"public-train", "public-val", "private-test"}
@@ -158,13 +181,31 @@ def test_craft_presets_choose_the_algorithm(tmp_path: Path, tiny_kit_dir: Path) 
     methods = {}
     for preset, extra in (("default", []), ("feature", []), ("default", ["--latent-noise", "0"])):
         out = tmp_path / f"{preset}{len(extra)}.npz"
-        result = runner.invoke(app, ["craft", str(faces), "--out", str(out), "--kit", str(tiny_kit_dir), "--steps", "2",
-                                     "--preset", preset, "-q", *extra])  # fmt: skip
+        result = runner.invoke(
+            app,
+            [
+                "craft",
+                str(faces),
+                "--out",
+                str(out),
+                "--kit",
+                str(tiny_kit_dir),
+                "--steps",
+                "2",
+                "--preset",
+                preset,
+                "-q",
+                *extra,
+            ],
+        )
         assert result.exit_code == 0, result.output
         config = read_features(out).config["crafter"]
         methods[preset, len(extra)] = (config["method"], config["utility"], config["steps"], config["latent_noise"])
-    assert methods == {("default", 0): ("crafter-z", "head", 2, 1.0), ("feature", 0): ("crafter", "feature", 2, 1.0),
-                       ("default", 2): ("crafter-z", "head", 2, 0.0)}  # fmt: skip
+    assert methods == {
+        ("default", 0): ("crafter-z", "head", 2, 1.0),
+        ("feature", 0): ("crafter", "feature", 2, 1.0),
+        ("default", 2): ("crafter-z", "head", 2, 0.0),
+    }
 
 
 def test_craft_and_encode_run_on_the_threads_asked_for(tmp_path: Path, tiny_kit_dir: Path) -> None:
@@ -174,8 +215,21 @@ def test_craft_and_encode_run_on_the_threads_asked_for(tmp_path: Path, tiny_kit_
     for command in ("craft", "encode"):
         torch.set_num_threads(1)
         extra = ["--steps", "1"] if command == "craft" else []
-        result = runner.invoke(app, [command, str(faces), "--out", str(tmp_path / f"{command}.npz"), "--kit",
-                                     str(tiny_kit_dir), "--threads", "2", "-q", *extra])  # fmt: skip
+        result = runner.invoke(
+            app,
+            [
+                command,
+                str(faces),
+                "--out",
+                str(tmp_path / f"{command}.npz"),
+                "--kit",
+                str(tiny_kit_dir),
+                "--threads",
+                "2",
+                "-q",
+                *extra,
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert torch.get_num_threads() == 2
     refused = runner.invoke(app, ["craft", str(faces), "--out", str(tmp_path / "x.npz"), "--threads", "0"])
@@ -215,8 +269,9 @@ def test_craft_aligns_faces_takes_all_faces_and_no_align_keeps_the_centre_square
 
     def craft(*extra: str) -> tuple[object, Path]:
         out = tmp_path / f"crafted{len(extra)}{'-'.join(extra)}.npz"
-        result = runner.invoke(app, ["craft", str(photos), "--out", str(out), "--kit", str(kit_dir), "--steps", "1",
-                                     "-q", *extra])  # fmt: skip
+        result = runner.invoke(
+            app, ["craft", str(photos), "--out", str(out), "--kit", str(kit_dir), "--steps", "1", "-q", *extra]
+        )
         assert result.exit_code == 0, result.output
         return result, out
 

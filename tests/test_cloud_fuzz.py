@@ -29,8 +29,13 @@ from cloud_stub.local import local_server
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 EXAMPLES_PER_OPERATION = 25
-CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance, ignored_auth,
-          negative_data_rejection]  # fmt: skip
+CHECKS = [
+    not_a_server_error,
+    response_schema_conformance,
+    content_type_conformance,
+    ignored_auth,
+    negative_data_rejection,
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +60,9 @@ def test_no_generated_request_makes_the_server_fail(server: tuple[str, str], mod
     for operation in operations:
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck),
-                  database=None)  # fmt: skip
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
         def exercise(case: schemathesis.Case) -> None:
             case.call_and_validate(headers={"X-API-Key": key}, checks=CHECKS, timeout=60)
 

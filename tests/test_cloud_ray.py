@@ -37,8 +37,9 @@ def test_two_replicas_share_uploads_jobs_and_the_trained_head(tmp_path: Path) ->
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_deployment(ServerSettings(database_url=url), num_replicas=2, cpus_per_replica=0.5),
-                  route_prefix="/")  # fmt: skip
+        serve.run(
+            build_deployment(ServerSettings(database_url=url), num_replicas=2, cpus_per_replica=0.5), route_prefix="/"
+        )
         with CloudClient(f"http://127.0.0.1:{port}", api_key=key, timeout=60) as client:
             assert client.version()["active_head_id"] == 1
             features = np.random.default_rng(0).normal(size=(30, 32, 16, 16)).astype(np.float32)

@@ -220,11 +220,17 @@ def test_oversized_bodies_get_413_declared_or_streamed(cloud: Cloud) -> None:
         for _ in range(20):
             yield b"\0" * (1 << 20)
 
-    streamed = httpx.post(cloud.base + "/v1/datasets/big/samples", content=chunks(),
-                          headers={"X-API-Key": cloud.key}, timeout=30)  # fmt: skip
+    streamed = httpx.post(
+        cloud.base + "/v1/datasets/big/samples", content=chunks(), headers={"X-API-Key": cloud.key}, timeout=30
+    )
     assert streamed.status_code == 413
-    model = httpx.post(cloud.base + "/v1/models", params={"task": "orl-pose"}, content=chunks(),
-                       headers={"X-API-Key": cloud.key}, timeout=30)  # fmt: skip
+    model = httpx.post(
+        cloud.base + "/v1/models",
+        params={"task": "orl-pose"},
+        content=chunks(),
+        headers={"X-API-Key": cloud.key},
+        timeout=30,
+    )
     assert model.status_code != 413  # models have their own, larger cap (64 MiB): 20 MiB is refused as non-ONNX
     assert model.status_code == 422
     assert cloud.counts() == before
@@ -326,13 +332,42 @@ def test_craft_cli_uploads_for_prediction_and_for_collection(
     report = __import__("json").loads(out.with_suffix(".json").read_text())
     answer = report["per_batch"][0]["cloud"]
     assert len(answer["labels"]) == 3 and answer["files"] == sorted(p.name for p in faces.glob("*.pgm"))
-    collected = runner.invoke(app, ["craft", str(faces), "--out", str(tmp_path / "c.npz"), "--steps", "1", "-q",
-                                    "--upload", cloud.base, "--dataset", "from-cli",
-                                    "--labels", str(faces / "labels.csv")])  # fmt: skip
+    collected = runner.invoke(
+        app,
+        [
+            "craft",
+            str(faces),
+            "--out",
+            str(tmp_path / "c.npz"),
+            "--steps",
+            "1",
+            "-q",
+            "--upload",
+            cloud.base,
+            "--dataset",
+            "from-cli",
+            "--labels",
+            str(faces / "labels.csv"),
+        ],
+    )
     assert collected.exit_code == 0, collected.output
     assert cloud.client().dataset("from-cli")["samples"] == 3
-    refused = runner.invoke(app, ["craft", str(faces), "--out", str(tmp_path / "d.npz"), "--steps", "1", "-q",
-                                  "--upload", cloud.base, "--api-key", "esk_wrong"])  # fmt: skip
+    refused = runner.invoke(
+        app,
+        [
+            "craft",
+            str(faces),
+            "--out",
+            str(tmp_path / "d.npz"),
+            "--steps",
+            "1",
+            "-q",
+            "--upload",
+            cloud.base,
+            "--api-key",
+            "esk_wrong",
+        ],
+    )
     assert refused.exit_code == 2 and "401" in refused.output
 
 

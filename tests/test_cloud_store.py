@@ -86,8 +86,12 @@ def test_idempotent_upload_and_restart(store_url: str) -> None:
     loaded_features, loaded_labels = reopened.load_dataset("d")
     np.testing.assert_array_equal(loaded_features[:3], features)
     assert loaded_labels.tolist() == [0, 1, 2, 0, 1, 0, 1]
-    assert reopened.dataset_summary("d") == {"dataset": "d", "samples": 7, "batches": 3,
-                                              "label_counts": {"0": 3, "1": 3, "2": 1}}  # fmt: skip
+    assert reopened.dataset_summary("d") == {
+        "dataset": "d",
+        "samples": 7,
+        "batches": 3,
+        "label_counts": {"0": 3, "1": 3, "2": 1},
+    }
     with pytest.raises(NotFoundError):
         reopened.dataset_summary("other")
     reopened.dispose()
@@ -129,10 +133,12 @@ def test_jobs_heads_and_models_round_trip(store_url: str) -> None:
     assert store.unfinished_jobs() == [] and store.job(job)["params"] == {"epochs": 1}
     with pytest.raises(ValueError):
         store.update_job(job, status="exploded")
-    model, replayed = store.add_model(b"onnx", name="m", task="orl-pose", summary={"a": 1}, api_key_id=key_id,
-                                      idempotency_key="m1")  # fmt: skip
-    assert not replayed and store.add_model(b"onnx", name="m", task="orl-pose", summary={}, api_key_id=key_id,
-                                            idempotency_key="m1") == (model, True)  # fmt: skip
+    model, replayed = store.add_model(
+        b"onnx", name="m", task="orl-pose", summary={"a": 1}, api_key_id=key_id, idempotency_key="m1"
+    )
+    assert not replayed and store.add_model(
+        b"onnx", name="m", task="orl-pose", summary={}, api_key_id=key_id, idempotency_key="m1"
+    ) == (model, True)
     record = store.model(model)
     assert record["status"] == "unverified" and record["summary"] == {"a": 1} and "onnx" not in record
     store.dispose()

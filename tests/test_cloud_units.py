@@ -153,8 +153,14 @@ def test_client_checks_features_before_sending() -> None:
 
 
 def test_settings_from_environment() -> None:
-    settings = ServerSettings.from_env({"EDGE_CLOUD_DATABASE_URL": "sqlite:///x.db", "EDGE_CLOUD_KIT": "/k",
-                                        "EDGE_CLOUD_MAX_MODEL_BYTES": "10", "UNRELATED": "1"})  # fmt: skip
+    settings = ServerSettings.from_env(
+        {
+            "EDGE_CLOUD_DATABASE_URL": "sqlite:///x.db",
+            "EDGE_CLOUD_KIT": "/k",
+            "EDGE_CLOUD_MAX_MODEL_BYTES": "10",
+            "UNRELATED": "1",
+        }
+    )
     assert (settings.database_url, settings.kit, settings.max_model_bytes) == ("sqlite:///x.db", Path("/k"), 10)
     with pytest.raises(ValueError, match="integer"):
         ServerSettings.from_env({"EDGE_CLOUD_MAX_BATCH": "many"})
@@ -179,8 +185,12 @@ def _with_external_initializer() -> bytes:
 
 def _invalid_graph() -> bytes:
     node = helper.make_node("Relu", ["missing_input"], ["logits"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 64, 64])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])])  # fmt: skip
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 64, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
 
 
@@ -260,8 +270,11 @@ def test_labels_csv(tmp_path: Path) -> None:
     good = tmp_path / "labels.csv"
     good.write_text("file,label\na.png,1\nsub/b.png,2\n")
     assert read_labels_csv(good) == {"a.png": 1, "sub/b.png": 2}
-    for text, message in [("name,label\na,1\n", "header"), ("file,label\na,x\n", "not an integer"),
-                          ("file,label\na,1\na,2\n", "twice")]:  # fmt: skip
+    for text, message in [
+        ("name,label\na,1\n", "header"),
+        ("file,label\na,x\n", "not an integer"),
+        ("file,label\na,1\na,2\n", "twice"),
+    ]:
         good.write_text(text)
         with pytest.raises(LabelFileError, match=message):
             read_labels_csv(good)
@@ -289,8 +302,23 @@ def test_craft_upload_options_are_validated_before_any_work(tmp_path: Path) -> N
     )
     assert no_key.exit_code == 2 and "api-key" in no_key.output
     (faces / "labels.csv").write_text("file,label\n" + json.dumps("x")[1:-1] + ".pgm,0\n")
-    unlabelled = runner.invoke(app, ["craft", str(faces), "--out", out, "--upload", "http://x", "--api-key", "k",
-                                     "--dataset", "d", "--labels", str(faces / "labels.csv")])  # fmt: skip
+    unlabelled = runner.invoke(
+        app,
+        [
+            "craft",
+            str(faces),
+            "--out",
+            out,
+            "--upload",
+            "http://x",
+            "--api-key",
+            "k",
+            "--dataset",
+            "d",
+            "--labels",
+            str(faces / "labels.csv"),
+        ],
+    )
     assert unlabelled.exit_code == 2 and "no label for 80 image(s)" in unlabelled.output
     assert not (tmp_path / "o.npz").exists()
 

@@ -18,8 +18,15 @@ from edge_sdk.crafting.pii import epsilon_pii
 from edge_sdk.errors import KitError, NonFiniteError, TensorShapeError
 from edge_sdk.kit import Kit
 
-FAST = CrafterConfig.feature(steps=3, inversion_steps=5, inner_steps=2, final_inversion_steps=5, critic_steps=2,
-                     solver_iterations=3, prior_samples=8)  # fmt: skip
+FAST = CrafterConfig.feature(
+    steps=3,
+    inversion_steps=5,
+    inner_steps=2,
+    final_inversion_steps=5,
+    critic_steps=2,
+    solver_iterations=3,
+    prior_samples=8,
+)
 
 
 def _images(n: int = 5, seed: int = 0) -> torch.Tensor:
@@ -46,8 +53,12 @@ def test_paper_critic_variant_reports_the_critic_estimate(tiny_kit: Kit) -> None
         assert np.isfinite(d["critic_estimate"]) and len(d["curves"]["critic_estimate"]) == FAST.steps
     paper = CrafterConfig.paper()
     assert (paper.steps, paper.solver, paper.solver_iterations, paper.neumann_alpha, paper.critic_steps) == (
-        500, "neumann", 150, 1e-3, 10,
-    )  # fmt: skip
+        500,
+        "neumann",
+        150,
+        1e-3,
+        10,
+    )
 
 
 def test_same_input_and_seed_give_identical_features_other_seed_differs(tiny_kit: Kit) -> None:
@@ -104,8 +115,13 @@ def test_crafter_z_releases_encoded_generator_outputs(tiny_kit: Kit) -> None:
     # unlike the raw features of arbitrary images.
     from edge_sdk.inversion import invert
 
-    kw = {"generator": tiny_kit.generator, "encoder": tiny_kit.encoder, "amortizer": tiny_kit.amortizer,
-          "steps": 300, "lr": 0.05}  # fmt: skip
+    kw = {
+        "generator": tiny_kit.generator,
+        "encoder": tiny_kit.encoder,
+        "amortizer": tiny_kit.amortizer,
+        "steps": 300,
+        "lr": 0.05,
+    }
     crafted_fit = invert(result.features, **kw).loss.mean()  # type: ignore[arg-type]
     raw_fit = invert(result.raw_features, **kw).loss.mean()  # type: ignore[arg-type]
     assert crafted_fit < raw_fit
@@ -121,9 +137,15 @@ def test_latent_noise_sets_where_crafter_z_starts(tiny_kit: Kit) -> None:
     def gap_to_inversion(noise: float) -> float:
         """Mean relative distance of the release from Enc(G(z*(F0))), z* solved here as the crafter does."""
         result = Crafter(tiny_kit, replace(frozen, latent_noise=noise)).craft(images=images)
-        z_raw = invert(result.raw_features, generator=tiny_kit.generator, encoder=tiny_kit.encoder,
-                       amortizer=tiny_kit.amortizer, steps=frozen.inversion_steps, lr=frozen.inner_lr,
-                       latent_weight=frozen.latent_weight).latent  # fmt: skip
+        z_raw = invert(
+            result.raw_features,
+            generator=tiny_kit.generator,
+            encoder=tiny_kit.encoder,
+            amortizer=tiny_kit.amortizer,
+            steps=frozen.inversion_steps,
+            lr=frozen.inner_lr,
+            latent_weight=frozen.latent_weight,
+        ).latent
         with torch.no_grad():
             at_inversion = tiny_kit.encoder(tiny_kit.generator(z_raw))
         gap = (result.features - at_inversion).flatten(1).norm(dim=1) / at_inversion.flatten(1).norm(dim=1)
@@ -181,8 +203,12 @@ def test_head_utility_keeps_the_heads_answers_where_privacy_alone_does_not(tiny_
     )
     default = CrafterConfig()
     assert (default.method, default.utility, default.beta, default.steps, default.latent_noise) == (
-        "crafter-z", "head", 1.0, 100, 1.0,
-    )  # fmt: skip
+        "crafter-z",
+        "head",
+        1.0,
+        100,
+        1.0,
+    )
     with pytest.raises(ValueError, match="utility"):
         CrafterConfig(utility="pixels")  # type: ignore[arg-type]
     headless = replace(tiny_kit, head=None)

@@ -176,12 +176,14 @@ def test_a1_generator_adaptation_moves_inversions_towards_the_faces() -> None:
     features = kit.encode(images)
 
     def error(generator: nn.Module) -> float:
-        rebuilt = WhiteBoxInversion("wb", generator, kit.encoder, amortizer=kit.amortizer, steps=20, lr=0.05,
-                                    optimizer="adam").reconstruct(features)  # fmt: skip
+        rebuilt = WhiteBoxInversion(
+            "wb", generator, kit.encoder, amortizer=kit.amortizer, steps=20, lr=0.05, optimizer="adam"
+        ).reconstruct(features)
         return float((rebuilt - images).pow(2).mean())
 
-    adapted = adapt_generator(kit.generator, kit.encoder, kit.amortizer, features, images, steps=30, batch_size=16,
-                              inversion_steps=5, lr=3e-3)  # fmt: skip
+    adapted = adapt_generator(
+        kit.generator, kit.encoder, kit.amortizer, features, images, steps=30, batch_size=16, inversion_steps=5, lr=3e-3
+    )
     assert error(adapted) < 0.5 * error(kit.generator)  # measured over 8 tiny kits: at most 0.19
     assert all(not p.requires_grad for p in adapted.parameters())
 
@@ -252,17 +254,31 @@ def test_evaluate_command_writes_a_report_whose_worst_case_is_the_maximum(tmp_pa
     # --quick, made smaller still (4 faces, 2 crafting steps, shorter attacker training):
     # every defence, attack and file of the real command, in a minute or two.
     quick = EvaluationConfig.quick()
-    smaller = replace(quick, decoder_steps=150, adaptive_images=8, adaptive_steps=(20, 40), a2_gan_steps=5,
-                      adaptive_generator_steps=3, identity_epochs=20, whitebox_steps=30, amortized_steps=20,
-                      hybrid_steps=20)  # fmt: skip
+    smaller = replace(
+        quick,
+        decoder_steps=150,
+        adaptive_images=8,
+        adaptive_steps=(20, 40),
+        a2_gan_steps=5,
+        adaptive_generator_steps=3,
+        identity_epochs=20,
+        whitebox_steps=30,
+        amortized_steps=20,
+        hybrid_steps=20,
+    )
     monkeypatch.setattr(EvaluationConfig, "quick", classmethod(lambda cls: smaller))
-    result = CliRunner().invoke(app, ["evaluate", "--quick", "--images", "4", "--steps", "2", "--out", str(out),
-                                      "--quiet"])  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["evaluate", "--quick", "--images", "4", "--steps", "2", "--out", str(out), "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     names = [d["defence"] for d in report["defences"]]
-    assert names == ["raw (no defence)", "crafter-z (head utility, latent noise 1) beta=1 (configured)",
-                     "gaussian (same distortion)", "crafter-z"]  # fmt: skip
+    assert names == [
+        "raw (no defence)",
+        "crafter-z (head utility, latent noise 1) beta=1 (configured)",
+        "gaussian (same distortion)",
+        "crafter-z",
+    ]
     assert report["oracles_on_real_faces"]["identity_sface"] >= 0.75
     raw = report["defences"][0]
     # The kit's encoder is nearly invertible: the decoder attack must recognise raw faces.

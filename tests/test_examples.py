@@ -15,8 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_example(relative: str, timeout: float = 900) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / relative), "--quick"], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / relative), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(done.stdout)
     return done.stdout

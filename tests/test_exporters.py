@@ -110,8 +110,9 @@ def test_int8_encoder_is_smaller_and_close(exported: tuple[Kit, Path], tmp_path:
 
 def test_cli_export_then_encode_and_craft_with_onnxruntime(tmp_path: Path, tiny_kit_dir: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(app, ["export", "onnx", "--kit", str(tiny_kit_dir), "--out", str(tmp_path / "onnx"),
-                                 "--component", "encoder"])  # fmt: skip
+    result = runner.invoke(
+        app, ["export", "onnx", "--kit", str(tiny_kit_dir), "--out", str(tmp_path / "onnx"), "--component", "encoder"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "onnx" / "export_report.json").read_text())
     assert [m["component"] for m in report["models"]] == ["encoder"] and report["models"][0]["parity_ok"]
@@ -121,15 +122,47 @@ def test_cli_export_then_encode_and_craft_with_onnxruntime(tmp_path: Path, tiny_
         Image.new("L", (40, 40), 50 * i + 20).save(faces / f"{i}.png")
     common = ["--kit", str(tiny_kit_dir), "-q"]
     runner.invoke(app, ["encode", str(faces), "--out", str(tmp_path / "t.npz"), *common])
-    result = runner.invoke(app, ["encode", str(faces), "--out", str(tmp_path / "o.npz"), *common,
-                                 "--encoder-onnx", str(tmp_path / "onnx" / "encoder.onnx")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "encode",
+            str(faces),
+            "--out",
+            str(tmp_path / "o.npz"),
+            *common,
+            "--encoder-onnx",
+            str(tmp_path / "onnx" / "encoder.onnx"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     onnx_run, torch_run = read_features(tmp_path / "o.npz"), read_features(tmp_path / "t.npz")
     assert onnx_run.config["encoder_backend"] == "onnxruntime"
     assert np.allclose(onnx_run.features, torch_run.features, rtol=1e-3, atol=1e-5)
-    result = runner.invoke(app, ["craft", str(faces), "--out", str(tmp_path / "c.npz"), *common, "--steps", "1",
-                                 "--encoder-onnx", str(tmp_path / "onnx" / "encoder.onnx")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "craft",
+            str(faces),
+            "--out",
+            str(tmp_path / "c.npz"),
+            *common,
+            "--steps",
+            "1",
+            "--encoder-onnx",
+            str(tmp_path / "onnx" / "encoder.onnx"),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["encode", str(faces), "--out", str(tmp_path / "x.npz"), *common,
-                                 "--encoder-onnx", str(tmp_path / "nope.onnx")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "encode",
+            str(faces),
+            "--out",
+            str(tmp_path / "x.npz"),
+            *common,
+            "--encoder-onnx",
+            str(tmp_path / "nope.onnx"),
+        ],
+    )
     assert result.exit_code == 2 and "no such ONNX file" in result.output

@@ -56,8 +56,11 @@ sys.exit(code)
 def _run(which: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", RUNNER, ",".join(NOT_IN_BASE), which, *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
 
 
 def _requirements(extra: str, optional: dict[str, list[str]]) -> set[str]:

@@ -31,8 +31,9 @@ def _warp(picture: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.
     inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
     image = Image.fromarray(np.clip(picture * 255 + 0.5, 0, 255).astype(np.uint8), "RGB")
     # Pillow's AFFINE maps output pixel corners, so (x, y) -> inverse @ (x, y, 1) is exact here
-    moved = image.transform(size, Image.Transform.AFFINE, inverse.ravel().tolist(), Image.Resampling.BILINEAR,
-                            fillcolor=(90, 110, 70))  # fmt: skip
+    moved = image.transform(
+        size, Image.Transform.AFFINE, inverse.ravel().tolist(), Image.Resampling.BILINEAR, fillcolor=(90, 110, 70)
+    )
     return np.asarray(moved, np.float32) / 255
 
 

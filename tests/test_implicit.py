@@ -52,8 +52,9 @@ def newton_inversion(kit: Kit, features: torch.Tensor, start: torch.Tensor, iter
     for _ in range(iters):
         zz = z.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(_loss(kit, features, zz).sum(), zz)
-        hvp = inversion_hvp(features, z, generator=kit.generator, encoder=kit.encoder, latent_weight=WEIGHT,
-                            hessian="exact")  # fmt: skip
+        hvp = inversion_hvp(
+            features, z, generator=kit.generator, encoder=kit.encoder, latent_weight=WEIGHT, hessian="exact"
+        )
         blocks = dense_blocks(hvp, z)
         z = z - torch.linalg.solve(blocks, grad.unsqueeze(-1)).squeeze(-1)
         if grad.abs().max() < 1e-13:
@@ -68,8 +69,11 @@ def _problem(kit: Kit, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor, torc
         features = kit.encoder(kit.generator(z_true))
     features = features + 0.01 * torch.randn(features.shape, generator=gen, dtype=torch.float64)
     z_star = newton_inversion(kit, features, z_true)
-    return features, z_star, gen.manual_seed(11) and torch.randn(batch, kit.architecture.latent_dim, generator=gen,
-                                                                 dtype=torch.float64)  # fmt: skip
+    return (
+        features,
+        z_star,
+        gen.manual_seed(11) and torch.randn(batch, kit.architecture.latent_dim, generator=gen, dtype=torch.float64),
+    )
 
 
 def _outer(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -87,8 +91,9 @@ def test_newton_reaches_a_stationary_point(kit64: Kit) -> None:
 @pytest.mark.parametrize("hessian_kind", ["exact", "gauss-newton"])
 def test_hvps_match_autograd_hessians_and_jacobians(kit64: Kit, hessian_kind: str) -> None:
     features, z_star, _ = _problem(kit64, batch=1)
-    hvp = inversion_hvp(features, z_star, generator=kit64.generator, encoder=kit64.encoder, latent_weight=WEIGHT,
-                        hessian=hessian_kind)  # type: ignore[arg-type]  # fmt: skip
+    hvp = inversion_hvp(
+        features, z_star, generator=kit64.generator, encoder=kit64.encoder, latent_weight=WEIGHT, hessian=hessian_kind
+    )  # type: ignore[arg-type]
     ours = dense_blocks(hvp, z_star)[0]
     d = z_star.shape[1]
     if hessian_kind == "exact":
@@ -103,8 +108,16 @@ def test_implicit_gradient_matches_central_finite_differences(kit64: Kit) -> Non
     features, z_star, c = _problem(kit64)
     zz = z_star.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(_outer(zz, c), zz)
-    result = implicit_feature_gradient(features, z_star, g, generator=kit64.generator, encoder=kit64.encoder,
-                                       solver=DenseSolver(), latent_weight=WEIGHT, hessian="exact")  # fmt: skip
+    result = implicit_feature_gradient(
+        features,
+        z_star,
+        g,
+        generator=kit64.generator,
+        encoder=kit64.encoder,
+        solver=DenseSolver(),
+        latent_weight=WEIGHT,
+        hessian="exact",
+    )
     gen = torch.Generator().manual_seed(3)
     for _ in range(3):
         direction = torch.randn(features.shape, generator=gen, dtype=torch.float64)
@@ -120,8 +133,9 @@ def test_implicit_gradient_matches_unrolled_differentiation(kit64: Kit) -> None:
     # Gradient descent started at z*(F) and differentiated through K steps tends to the
     # implicit gradient as K grows (it is the Neumann series with alpha = step size).
     features, z_star, c = _problem(kit64, batch=1)
-    hvp = inversion_hvp(features, z_star, generator=kit64.generator, encoder=kit64.encoder, latent_weight=WEIGHT,
-                        hessian="exact")  # fmt: skip
+    hvp = inversion_hvp(
+        features, z_star, generator=kit64.generator, encoder=kit64.encoder, latent_weight=WEIGHT, hessian="exact"
+    )
     eigen = torch.linalg.eigvalsh(dense_blocks(hvp, z_star)[0])
     step = 1.0 / eigen.max().item()
     f = features.clone().requires_grad_(True)
@@ -133,9 +147,15 @@ def test_implicit_gradient_matches_unrolled_differentiation(kit64: Kit) -> None:
     zz = z_star.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(_outer(zz, c), zz)
     implicit = implicit_feature_gradient(
-        features, z_star, g, generator=kit64.generator, encoder=kit64.encoder,
-        solver=DenseSolver(), latent_weight=WEIGHT, hessian="exact",
-    ).feature_grad  # fmt: skip
+        features,
+        z_star,
+        g,
+        generator=kit64.generator,
+        encoder=kit64.encoder,
+        solver=DenseSolver(),
+        latent_weight=WEIGHT,
+        hessian="exact",
+    ).feature_grad
     assert torch.allclose(unrolled, implicit, rtol=1e-4, atol=1e-8 * implicit.abs().max().item())
 
 
@@ -147,7 +167,9 @@ def test_every_solver_gives_the_dense_implicit_gradient(kit64: Kit) -> None:
     reference = implicit_feature_gradient(features, z_star, g, solver=DenseSolver(), **kwargs).feature_grad  # type: ignore[arg-type]
     hvp = inversion_hvp(features, z_star, **kwargs)  # type: ignore[arg-type]
     lam_max = torch.linalg.eigvalsh(dense_blocks(hvp, z_star)).max().item()
-    for solver in (ConjugateGradientSolver(max_iter=z_star.shape[1], tol=0.0),
-                   NeumannSolver(alpha=1.0 / lam_max, terms=3000)):  # fmt: skip
+    for solver in (
+        ConjugateGradientSolver(max_iter=z_star.shape[1], tol=0.0),
+        NeumannSolver(alpha=1.0 / lam_max, terms=3000),
+    ):
         ours = implicit_feature_gradient(features, z_star, g, solver=solver, **kwargs).feature_grad  # type: ignore[arg-type]
         assert torch.allclose(ours, reference, rtol=1e-6, atol=1e-9 * reference.abs().max().item()), solver

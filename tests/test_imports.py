@@ -7,8 +7,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = ("sqlalchemy", "matplotlib", "fastapi", "uvicorn", "ray", "cloud_stub", "edge_sdk.evaluation",
-             "edge_sdk.cli", "edge_sdk.kit.training")  # fmt: skip
+FORBIDDEN = (
+    "sqlalchemy",
+    "matplotlib",
+    "fastapi",
+    "uvicorn",
+    "ray",
+    "cloud_stub",
+    "edge_sdk.evaluation",
+    "edge_sdk.cli",
+    "edge_sdk.kit.training",
+)
 
 
 def test_importing_crafting_and_the_client_loads_no_cloud_or_evaluation_module() -> None:

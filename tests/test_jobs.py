@@ -60,8 +60,10 @@ def test_interrupted_job_leaves_no_output_and_resumes_without_redoing_batches(tm
         run_folder_job(folder, out, spec=SPEC, transform=flaky, batch_size=3, config={}, progress=False)
     assert not out.exists()
     assert sorted(p.name for p in (tmp_path / "out.npz.parts").iterdir()) == [
-        "batch_00000.json", "batch_00000.npz", "state.json",
-    ]  # fmt: skip
+        "batch_00000.json",
+        "batch_00000.npz",
+        "state.json",
+    ]
     result = run_folder_job(folder, out, spec=SPEC, transform=flaky, batch_size=3, config={}, progress=False)
     assert result.resumed_batches == 1
     assert calls == [3, 3, 3, 1]  # the first batch was not redone

@@ -20,10 +20,20 @@ from exporters.onnx_export import module_to_onnx
 def _cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.LeakyReLU(0.1), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 5, stride=2, padding=2, groups=2), nn.ReLU(), nn.AvgPool2d(3, 1, 1),
-        nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(16 * 49, 32), nn.Tanh(), nn.Dropout(0.2), nn.Linear(32, 10),
-    ).eval()  # fmt: skip
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.LeakyReLU(0.1),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 5, stride=2, padding=2, groups=2),
+        nn.ReLU(),
+        nn.AvgPool2d(3, 1, 1),
+        nn.AdaptiveAvgPool2d(7),
+        nn.Flatten(),
+        nn.Linear(16 * 49, 32),
+        nn.Tanh(),
+        nn.Dropout(0.2),
+        nn.Linear(32, 10),
+    ).eval()
 
 
 def _export(module: nn.Module, x: torch.Tensor, *, dynamo: bool) -> bytes:
@@ -32,8 +42,15 @@ def _export(module: nn.Module, x: torch.Tensor, *, dynamo: bool) -> bytes:
         if dynamo:
             return module_to_onnx(module, x).SerializeToString()
         buffer = io.BytesIO()
-        torch.onnx.export(module, (x,), buffer, dynamo=False, input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}})  # fmt: skip
+        torch.onnx.export(
+            module,
+            (x,),
+            buffer,
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}},
+        )
         return buffer.getvalue()
 
 
@@ -60,8 +77,12 @@ def test_converted_model_matches_onnxruntime_and_trains(dynamo: bool) -> None:
 
 def test_unsupported_operators_are_named() -> None:
     node = helper.make_node("Einsum", ["image", "image"], ["logits"], equation="bi,bj->bj")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 10])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])])  # fmt: skip
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 10])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     with pytest.raises(UnsupportedOnnxError, match="Einsum"):
         onnx_to_torch(model)

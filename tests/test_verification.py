@@ -63,10 +63,18 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def _slsqp(f: np.ndarray, q: np.ndarray, delta: float) -> np.ndarray:
-    constraints = [{"type": "eq", "fun": lambda p: p.sum() - 1},
-                   {"type": "ineq", "fun": lambda p: delta - np.abs(p - f).sum()}]  # fmt: skip
-    result = minimize(lambda p: _kl(np.clip(p, 1e-300, None), q), x0=f, method="SLSQP", bounds=[(0, 1)] * len(f),
-                      constraints=constraints, options={"ftol": 1e-14, "maxiter": 1000})  # fmt: skip
+    constraints = [
+        {"type": "eq", "fun": lambda p: p.sum() - 1},
+        {"type": "ineq", "fun": lambda p: delta - np.abs(p - f).sum()},
+    ]
+    result = minimize(
+        lambda p: _kl(np.clip(p, 1e-300, None), q),
+        x0=f,
+        method="SLSQP",
+        bounds=[(0, 1)] * len(f),
+        constraints=constraints,
+        options={"ftol": 1e-14, "maxiter": 1000},
+    )
     return np.asarray(result.x)
 
 
@@ -135,8 +143,9 @@ def _blobs(n: int, seed: int) -> TaskData:
 def test_joint_training_lowers_the_reconstruction_loss() -> None:
     data = _blobs(400, 0)
     # lr 3e-3: loss / initial 0.65-0.72 over 8 seeds (at the paper's 1e-3, 0.75-0.84, too near the bound).
-    models = train_vicious("fashion-mnist", ViciousConfig(beta_r=1.0, epochs=4, width=8, batch_size=32, lr=3e-3),
-                           data=data)  # fmt: skip
+    models = train_vicious(
+        "fashion-mnist", ViciousConfig(beta_r=1.0, epochs=4, width=8, batch_size=32, lr=3e-3), data=data
+    )
     untrained = train_vicious("fashion-mnist", ViciousConfig(beta_r=1.0, epochs=0 + 1, width=8, lr=0.0), data=data)
     x = data.test_images
     with torch.no_grad():
@@ -174,8 +183,16 @@ def test_the_probe_trains_on_augmented_copies_with_its_configured_loss(monkeypat
 
     monkeypatch.setattr(detector, "train_output_decoder", spy)
     model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())  # leaks a 4x4 thumbnail
-    config = DetectorConfig(probe_samples=20, heldout_samples=16, probe_steps=5, probe_batch=8, probe_alpha=0.0,
-                            probe_gamma=2.0, probe_augment_copies=3, probe_seeds=2)  # fmt: skip
+    config = DetectorConfig(
+        probe_samples=20,
+        heldout_samples=16,
+        probe_steps=5,
+        probe_batch=8,
+        probe_alpha=0.0,
+        probe_gamma=2.0,
+        probe_augment_copies=3,
+        probe_seeds=2,
+    )
     metric = MahalanobisMetric(data.train_images)
     first = detector._probe(model, "fashion-mnist", config, metric, with_label=True)
     # Per seed: the probe on the outputs, then the label probe on the same images and seed.
@@ -191,8 +208,10 @@ def test_the_probe_trains_on_augmented_copies_with_its_configured_loss(monkeypat
     assert not torch.allclose(next_seed_call["images"][20:], images[20:])  # each seed draws its own copies
     assert first.label_quality is not None and first.label_quality != first.quality
     assert detector._probe(model, "fashion-mnist", config, metric, with_label=True) == first  # seeded
-    singles = [detector._probe(model, "fashion-mnist", replace(config, probe_seeds=1, seed=seed), metric,
-                               with_label=True) for seed in (0, 1)]  # fmt: skip
+    singles = [
+        detector._probe(model, "fashion-mnist", replace(config, probe_seeds=1, seed=seed), metric, with_label=True)
+        for seed in (0, 1)
+    ]
     for key in ("psnr", "ssim", "risk"):  # the scores are the mean over the seeds' probes
         assert first.quality[key] == pytest.approx(np.mean([single.quality[key] for single in singles]))
         assert first.label_quality[key] == pytest.approx(np.mean([single.label_quality[key] for single in singles]))
@@ -210,9 +229,18 @@ def test_the_label_baseline_scores_the_outputs_against_the_predicted_class_alone
     for cached in (detector._reference, detector._metric):
         cached.cache_clear()
     request.addfinalizer(lambda: [cached.cache_clear() for cached in (detector._reference, detector._metric)])
-    config = DetectorConfig(probe_samples=100, heldout_samples=20, finetune_samples=16, finetune_batch=8,
-                            finetune_steps=2, probe_steps=150, probe_batch=32, reference_epochs=1,
-                            probe_baseline="label", psnr_margin_db=0.5)  # fmt: skip
+    config = DetectorConfig(
+        probe_samples=100,
+        heldout_samples=20,
+        finetune_samples=16,
+        finetune_batch=8,
+        finetune_steps=2,
+        probe_steps=150,
+        probe_batch=32,
+        reference_epochs=1,
+        probe_baseline="label",
+        psnr_margin_db=0.5,
+    )
     # 150 probe steps: the leaky gap measured 2.2-4.7 dB over 6 seeds (0.4-1.3 dB after 60 steps).
 
     class OneHot(torch.nn.Module):
@@ -266,8 +294,9 @@ def test_the_service_worker_verifies_an_upload_and_the_cli_gives_the_verdict(
     store = Store(f"sqlite:///{tmp_path / 'v.db'}")
     key_id = store.check_api_key(store.create_api_key("operator"))
     assert key_id is not None
-    model_id, _ = store.add_model(data, name="m.onnx", task="fashion-mnist", summary={}, api_key_id=key_id,
-                                  idempotency_key=None)  # fmt: skip
+    model_id, _ = store.add_model(
+        data, name="m.onnx", task="fashion-mnist", summary={}, api_key_id=key_id, idempotency_key=None
+    )
     worker = BackgroundWorker(store, arch=TINY, served=ServedHead(), threads=2)
     worker.start()  # picks up the unverified upload, as after a restart
     worker.stop(timeout=300)
@@ -275,12 +304,22 @@ def test_the_service_worker_verifies_an_upload_and_the_cli_gives_the_verdict(
     assert record["status"] == "verified", record["report"]
     report = record["report"]
     assert report["verdict"] in ("honest", "vicious") and report["model"]["operators"]
-    assert set(report) >= {"v", "cosine", "entropy", "probe", "reference_probe", "label_probe", "psnr_gap_db", "rule",
-                           "seconds"}  # fmt: skip
+    assert set(report) >= {
+        "v",
+        "cosine",
+        "entropy",
+        "probe",
+        "reference_probe",
+        "label_probe",
+        "psnr_gap_db",
+        "rule",
+        "seconds",
+    }
     path = tmp_path / "m.onnx"
     path.write_bytes(data)
-    result = CliRunner().invoke(app, ["verify", str(path), "--task", "fashion-mnist", "--out",
-                                      str(tmp_path / "r.json")])  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["verify", str(path), "--task", "fashion-mnist", "--out", str(tmp_path / "r.json")]
+    )
     assert result.exit_code == (3 if "verdict: vicious" in result.output else 0), result.output
     assert "decoder probe PSNR" in result.output and (tmp_path / "r.json").exists()
     refused = CliRunner().invoke(app, ["verify", str(tmp_path / "r.json"), "--task", "fashion-mnist"])

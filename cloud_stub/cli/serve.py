@@ -67,14 +67,23 @@ def serve(
     from cloud_stub.app import create_app
 
     settings = ServerSettings()
-    flags: dict[str, Any] = {"database_url": database_url, "kit": kit, "max_request_bytes": max_request_bytes,
-             "max_model_bytes": max_model_bytes, "max_batch": max_batch, "torch_threads": torch_threads,
-                             "verify_uploads": verify_uploads, "verify_budget": verify_budget}  # fmt: skip
+    flags: dict[str, Any] = {
+        "database_url": database_url,
+        "kit": kit,
+        "max_request_bytes": max_request_bytes,
+        "max_model_bytes": max_model_bytes,
+        "max_batch": max_batch,
+        "torch_threads": torch_threads,
+        "verify_uploads": verify_uploads,
+        "verify_budget": verify_budget,
+    }
     try:
         settings = replace(settings, **{k: v for k, v in flags.items() if v is not None})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     app = create_app(settings)
-    typer.echo(f"cloud stub: database {app.state.store.url.render_as_string(hide_password=True)}, "
-               f"serving head {app.state.served.head_id} on http://{host}:{port}")  # fmt: skip
+    typer.echo(
+        f"cloud stub: database {app.state.store.url.render_as_string(hide_password=True)}, "
+        f"serving head {app.state.served.head_id} on http://{host}:{port}"
+    )
     uvicorn.run(app, host=host, port=port, log_level=log_level)

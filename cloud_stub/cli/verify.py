@@ -48,13 +48,17 @@ def verify(
         raise typer.BadParameter("choose standard or quick", param_hint="--budget")
     report = verify_onnx(model.read_bytes(), task=task, budget=budget)
     typer.echo(f"task {task}: accuracy {report['accuracy']:.3f} on {report['data']['heldout_images']} held-out images")
-    typer.echo(f"fine-tune divergence v = {report['v']:.4f} (paper threshold {report['config']['v_threshold']}; "
-               f"{'above' if report['v_flag'] else 'below'})")  # fmt: skip
+    typer.echo(
+        f"fine-tune divergence v = {report['v']:.4f} (paper threshold {report['config']['v_threshold']}; "
+        f"{'above' if report['v_flag'] else 'below'})"
+    )
     typer.echo(f"output entropy {report['entropy']:.3f} nats (honest reference {report['reference_entropy']:.3f})")
-    typer.echo(f"decoder probe PSNR {report['probe']['psnr']:.2f} dB, SSIM {report['probe']['ssim']:.3f}, "
-               f"R {report['probe']['risk']:.3f} (honest reference {report['reference_probe']['psnr']:.2f} dB, "
-               f"predicted class alone {report['label_probe']['psnr']:.2f} dB; gap to the "
-               f"{report['config']['probe_baseline']} baseline {report['psnr_gap_db']:+.2f} dB)")  # fmt: skip
+    typer.echo(
+        f"decoder probe PSNR {report['probe']['psnr']:.2f} dB, SSIM {report['probe']['ssim']:.3f}, "
+        f"R {report['probe']['risk']:.3f} (honest reference {report['reference_probe']['psnr']:.2f} dB, "
+        f"predicted class alone {report['label_probe']['psnr']:.2f} dB; gap to the "
+        f"{report['config']['probe_baseline']} baseline {report['psnr_gap_db']:+.2f} dB)"
+    )
     typer.echo(f"verdict: {report['verdict']} ({report['rule']}); {report['seconds']:.1f} s")
     if out is not None:
         write_json(out, report)

@@ -138,8 +138,12 @@ class SSD:
     def fit(cls, probabilities: torch.Tensor, labels: torch.Tensor, **options: object) -> SSD:
         """Build the table from validation outputs and their labels."""
         classes = probabilities.shape[1]
-        table = torch.stack([probabilities[labels == y].mean(dim=0) if (labels == y).any()
-                             else torch.full((classes,), 1.0 / classes) for y in range(classes)])  # fmt: skip
+        table = torch.stack(
+            [
+                probabilities[labels == y].mean(dim=0) if (labels == y).any() else torch.full((classes,), 1.0 / classes)
+                for y in range(classes)
+            ]
+        )
         return cls(class_means=table.double().clamp_min(1e-12), **options)  # type: ignore[arg-type]
 
     def _sample_classes(self, f: torch.Tensor) -> torch.Tensor:

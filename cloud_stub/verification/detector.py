@@ -124,10 +124,21 @@ class DetectorConfig:
 # benchmark's recipe (0.35 dB) plus 0.1 dB.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "fashion-mnist": {},
-    "orl-pose": {"probe_samples": 200, "heldout_samples": 200, "finetune_samples": 64, "finetune_batch": 32,
-                 "probe_batch": 32, "probe_alpha": 0.0, "probe_gamma": 1.0, "probe_augment_copies": 7,
-                 "probe_seeds": 3, "probe_baseline": "label", "reference_epochs": 40, "psnr_margin_db": 0.45},
-}  # fmt: skip
+    "orl-pose": {
+        "probe_samples": 200,
+        "heldout_samples": 200,
+        "finetune_samples": 64,
+        "finetune_batch": 32,
+        "probe_batch": 32,
+        "probe_alpha": 0.0,
+        "probe_gamma": 1.0,
+        "probe_augment_copies": 7,
+        "probe_seeds": 3,
+        "probe_baseline": "label",
+        "reference_epochs": 40,
+        "psnr_margin_db": 0.45,
+    },
+}
 
 
 BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -219,8 +230,15 @@ def _probe(
         if with_label:
             inputs["label"] = (argmax_only(train_outputs), argmax_only(heldout_outputs))
         for name, (train_in, heldout_in) in inputs.items():
-            decoder = train_output_decoder(train_in, train_x, steps=config.probe_steps, batch_size=config.probe_batch,
-                                           alpha=config.probe_alpha, gamma=config.probe_gamma, seed=seed)  # fmt: skip
+            decoder = train_output_decoder(
+                train_in,
+                train_x,
+                steps=config.probe_steps,
+                batch_size=config.probe_batch,
+                alpha=config.probe_alpha,
+                gamma=config.probe_gamma,
+                seed=seed,
+            )
             scores[name].append(reconstruction_quality(decoder, heldout_in, heldout, metric))
 
     def mean(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -238,16 +256,23 @@ def _metric(task: str, samples: int) -> MahalanobisMetric:
 @cache
 def _reference(task: str, config: DetectorConfig) -> _Probe:
     """The verifier's own honest model of the task and its probe (trained once per process)."""
-    honest = train_vicious(task, ViciousConfig(epochs=config.reference_epochs, train_samples=config.probe_samples,
-                                               seed=config.seed + 1000))  # fmt: skip
+    honest = train_vicious(
+        task, ViciousConfig(epochs=config.reference_epochs, train_samples=config.probe_samples, seed=config.seed + 1000)
+    )
     return _probe(honest.classifier, task, config, _metric(task, config.probe_samples), with_label=False)
 
 
 # Settings the reference model and its probe do not depend on: configs that differ only
 # in them (the benchmark's calibrated margin) share one cached reference.
-_VERDICT_ONLY_SETTINGS: dict[str, Any] = {"finetune_samples": 0, "finetune_steps": 0, "finetune_batch": 0,
-                                          "finetune_lr": 0.0, "v_threshold": 0.0, "psnr_margin_db": 0.0,
-                                          "probe_baseline": "reference"}  # fmt: skip
+_VERDICT_ONLY_SETTINGS: dict[str, Any] = {
+    "finetune_samples": 0,
+    "finetune_steps": 0,
+    "finetune_batch": 0,
+    "finetune_lr": 0.0,
+    "v_threshold": 0.0,
+    "psnr_margin_db": 0.0,
+    "probe_baseline": "reference",
+}
 
 _BASELINE_WORDS = {
     "reference": "that of the verifier's honest reference model",
@@ -287,8 +312,12 @@ def verify_classifier(model: nn.Module, *, task: str, config: DetectorConfig | N
     baseline = reference.quality if config.probe_baseline == "reference" else probe.label_quality
     gap = probe.quality["psnr"] - baseline["psnr"]
     vicious = gap > config.psnr_margin_db
-    used = {"description": spec.description, "heldout_images": len(heldout_x), "finetune_images": len(tune_x),
-            "probe_training_images": min(config.probe_samples, len(data.train_images))}  # fmt: skip
+    used = {
+        "description": spec.description,
+        "heldout_images": len(heldout_x),
+        "finetune_images": len(tune_x),
+        "probe_training_images": min(config.probe_samples, len(data.train_images)),
+    }
     return VerificationReport(
         task=task,
         data=used,

@@ -18,14 +18,22 @@ class TaskClassifier(nn.Module):
             raise ValueError(f"image size must be a multiple of 4, got {size}")
         w = width
         self.net = nn.Sequential(
-            nn.Conv2d(channels, w, 3, 1, 1), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, 1, 1), nn.BatchNorm2d(2 * w), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(channels, w, 3, 1, 1),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, 1, 1),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
             # No adaptive pooling: 16 -> 7 cells would export as Gather/Where, which no
             # converter fine-tunes; flattening the (S/4)^2 grid exports as plain Flatten.
             nn.Flatten(),
-            nn.Linear(2 * w * (size // 4) ** 2, 128), nn.ReLU(inplace=True), nn.Dropout(0.2),
+            nn.Linear(2 * w * (size // 4) ** 2, 128),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.2),
             nn.Linear(128, num_classes),
-        )  # fmt: skip
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -43,9 +51,12 @@ class OutputDecoder(nn.Module):
         self.width = width
         self.fc = nn.Sequential(nn.Linear(num_classes, 2 * width * self.start**2), nn.ReLU(inplace=True))
         self.up = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Sigmoid(),
-        )  # fmt: skip
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(width, channels, 4, 2, 1),
+            nn.Sigmoid(),
+        )
 
     def forward(self, outputs: torch.Tensor) -> torch.Tensor:
         return self.up(self.fc(outputs).view(-1, 2 * self.width, self.start, self.start))

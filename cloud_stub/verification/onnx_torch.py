@@ -52,8 +52,14 @@ def _conv(attrs: dict[str, Any], args: list[Any]) -> torch.Tensor:
     if spatial != 2:
         raise UnsupportedOnnxError(f"Conv with {spatial} spatial dimensions is not supported")
     x = F.pad(x, _pads(attrs, spatial))
-    return F.conv2d(x, weight, bias, stride=tuple(attrs.get("strides", [1, 1])),
-                    dilation=tuple(attrs.get("dilations", [1, 1])), groups=int(attrs.get("group", 1)))  # fmt: skip
+    return F.conv2d(
+        x,
+        weight,
+        bias,
+        stride=tuple(attrs.get("strides", [1, 1])),
+        dilation=tuple(attrs.get("dilations", [1, 1])),
+        groups=int(attrs.get("group", 1)),
+    )
 
 
 def _pool(kind: str) -> Op:
@@ -169,8 +175,10 @@ class OnnxModule(nn.Module):
     def __init__(self, model: onnx.ModelProto) -> None:
         super().__init__()
         graph = model.graph
-        unsupported = sorted({n.op_type for n in graph.node if n.domain not in ("", "ai.onnx")} | {
-            n.op_type for n in graph.node if n.op_type not in SUPPORTED_OPS})  # fmt: skip
+        unsupported = sorted(
+            {n.op_type for n in graph.node if n.domain not in ("", "ai.onnx")}
+            | {n.op_type for n in graph.node if n.op_type not in SUPPORTED_OPS}
+        )
         if unsupported:
             raise UnsupportedOnnxError(
                 f"the verifier cannot run operator(s) {', '.join(unsupported)} in torch; supported: "

@@ -174,8 +174,9 @@ def train_vicious(
             loss = config.beta_c * F.cross_entropy(logits, y)
             if config.vicious:
                 # G's gradient of this sum is beta_R * dL_R/dG, exactly Algorithm 1's update of G.
-                loss = loss + config.beta_r * reconstruction_loss(decoder(logits), x, alpha=config.alpha,
-                                                                  gamma=config.gamma)  # fmt: skip
+                loss = loss + config.beta_r * reconstruction_loss(
+                    decoder(logits), x, alpha=config.alpha, gamma=config.gamma
+                )
             opt_f.zero_grad(set_to_none=True)
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
@@ -190,8 +191,15 @@ def train_vicious(
             rec = float(reconstruction_loss(decoder(logits), images[val_idx], alpha=config.alpha, gamma=config.gamma))
             accuracy = float((logits.argmax(1) == labels[val_idx]).float().mean())
         objective = config.beta_c * ce + config.beta_r * rec
-        history.append({"epoch": epoch, "val_ce": ce, "val_reconstruction": rec, "val_accuracy": accuracy,
-                        "val_objective": objective})  # fmt: skip
+        history.append(
+            {
+                "epoch": epoch,
+                "val_ce": ce,
+                "val_reconstruction": rec,
+                "val_accuracy": accuracy,
+                "val_objective": objective,
+            }
+        )
         if best is None or objective <= best[0] or config.keep == "last":
             best = (objective, epoch, copy.deepcopy(classifier.state_dict()), copy.deepcopy(decoder.state_dict()))
     assert best is not None
@@ -241,5 +249,8 @@ def reconstruction_quality(
     decoder.eval()
     with torch.no_grad():
         rebuilt = torch.cat([decoder(outputs[i : i + 512]) for i in range(0, len(outputs), 512)])
-    return {"psnr": float(psnr(rebuilt, images).mean()), "ssim": float(ssim(rebuilt, images).mean()),
-            "risk": reconstruction_risk(images, rebuilt, metric)}  # fmt: skip
+    return {
+        "psnr": float(psnr(rebuilt, images).mean()),
+        "ssim": float(ssim(rebuilt, images).mean()),
+        "risk": reconstruction_risk(images, rebuilt, metric),
+    }

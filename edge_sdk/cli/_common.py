@@ -68,11 +68,12 @@ PresetOption = Annotated[
 LatentNoiseOption = Annotated[
     float | None,
     typer.Option(
-        min=0.0, max=1.0,
+        min=0.0,
+        max=1.0,
         help="Crafter-z's start: share of fresh prior noise in the starting latent (default preset 1: a "
         "fresh face keeping only the head's answers; 0: the attacker's inversion, as the paper's App. F).",
     ),
-]  # fmt: skip
+]
 ThreadsOption = Annotated[
     int | None,
     typer.Option(

@@ -115,14 +115,25 @@ def craft(
             diagnostics["cloud"] = {"dataset": dataset, "batch_id": stored["batch_id"], "total": stored["total"]}
         elif client is not None:
             prediction = client.predict(features)
-            diagnostics["cloud"] = {"head_id": prediction.head_id, "files": batch.files,
-                                    "labels": prediction.labels.tolist()}  # fmt: skip
+            diagnostics["cloud"] = {
+                "head_id": prediction.head_id,
+                "files": batch.files,
+                "labels": prediction.labels.tolist(),
+            }
         return features, diagnostics
 
-    job_config = {"command": "craft", "kit": loaded.manifest.name, "kit_path": str(loaded.path),
-                  "crafted": True, "crafter": asdict(config), "encoder_backend": runtime.backend,
-                  "encoder_onnx": str(encoder_onnx) if encoder_onnx else None, "upload": upload,
-                  "dataset": dataset, "threads": torch.get_num_threads()}  # fmt: skip
+    job_config = {
+        "command": "craft",
+        "kit": loaded.manifest.name,
+        "kit_path": str(loaded.path),
+        "crafted": True,
+        "crafter": asdict(config),
+        "encoder_backend": runtime.backend,
+        "encoder_onnx": str(encoder_onnx) if encoder_onnx else None,
+        "upload": upload,
+        "dataset": dataset,
+        "threads": torch.get_num_threads(),
+    }
     result = run_folder_job(
         folder,
         out,

@@ -57,20 +57,24 @@ def evaluate_command(
     config = EvaluationConfig.quick() if quick else EvaluationConfig()
     sweep = _betas(betas)
     try:
-        config = replace(config, seed=seed, images=images or config.images,
-                         betas=sweep if sweep is not None else config.betas)  # fmt: skip
+        config = replace(
+            config, seed=seed, images=images or config.images, betas=sweep if sweep is not None else config.betas
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     crafting = crafter_config(preset, seed=seed, beta=beta, steps=steps, latent_noise=latent_noise)
     loaded = load_kit(kit)
-    report = evaluate(loaded, crafter_config=crafting, config=config, progress=not quiet,
-                      log=None if quiet else typer.echo)  # fmt: skip
+    report = evaluate(
+        loaded, crafter_config=crafting, config=config, progress=not quiet, log=None if quiet else typer.echo
+    )
     paths = write_report(report, out, spec=loaded.spec)
     chance = report["faces"]["chance"]
     typer.echo(f"\nworst-case identity accuracy over all attacks (chance {chance:.2f}):")
     width = max(len(d["defence"]) for d in report["defences"])
     for d in report["defences"]:
         worst = ", ".join(f"{o} {w['identity']:.3f}" for o, w in d["worst_case"].items())
-        typer.echo(f"  {d['defence']:<{width}} {worst}; pose {d['utility']['pose_accuracy']:.3f} "
-                   f"(raw {d['utility']['pose_accuracy_raw']:.3f})")  # fmt: skip
+        typer.echo(
+            f"  {d['defence']:<{width}} {worst}; pose {d['utility']['pose_accuracy']:.3f} "
+            f"(raw {d['utility']['pose_accuracy_raw']:.3f})"
+        )
     typer.echo(f"report: {paths['markdown']} (JSON {paths['json'].name}, {len(paths) - 2} figures)")

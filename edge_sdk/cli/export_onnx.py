@@ -44,9 +44,16 @@ def export_onnx(
     for name in names:
         result = export_component(loaded, name, out / f"{name}.onnx")
         report["models"].append(  # type: ignore[attr-defined]
-            {"component": name, "file": result.path.name, "bytes": result.bytes, "max_abs_diff": result.max_abs_diff,
-             "max_rel_diff": result.max_rel_diff, "parity_ok": result.parity_ok, "seconds": round(result.seconds, 2)}
-        )  # fmt: skip
+            {
+                "component": name,
+                "file": result.path.name,
+                "bytes": result.bytes,
+                "max_abs_diff": result.max_abs_diff,
+                "max_rel_diff": result.max_rel_diff,
+                "parity_ok": result.parity_ok,
+                "seconds": round(result.seconds, 2),
+            }
+        )
         typer.echo(
             f"{name}: {result.path} ({result.bytes / 1e6:.2f} MB), max |ort - torch| = {result.max_abs_diff:.2e}"
         )

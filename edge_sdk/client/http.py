@@ -195,8 +195,13 @@ class CloudClient:
         self, dataset: str, *, epochs: int = 40, seed: int = 0, validation_fraction: float = 0.2, activate: bool = True
     ) -> dict[str, Any]:
         """Queue a training job for a new head on ``dataset``; returns the job record."""
-        payload = {"dataset": dataset, "epochs": epochs, "seed": seed,
-                   "validation_fraction": validation_fraction, "activate": activate}  # fmt: skip
+        payload = {
+            "dataset": dataset,
+            "epochs": epochs,
+            "seed": seed,
+            "validation_fraction": validation_fraction,
+            "activate": activate,
+        }
         result: dict[str, Any] = self._request("POST", "/v1/heads", json=payload)
         return result
 
@@ -231,9 +236,12 @@ class CloudClient:
             body, label = Path(model).read_bytes(), name or Path(model).name
         key = hashlib.sha256(task.encode() + b"\0" + label.encode() + b"\0" + body).hexdigest()
         result: dict[str, Any] = self._request(
-            "POST", "/v1/models", content=body, params={"task": task, "name": label},
+            "POST",
+            "/v1/models",
+            content=body,
+            params={"task": task, "name": label},
             headers={**_OCTET, "Idempotency-Key": key},
-        )  # fmt: skip
+        )
         return result
 
     def model_report(self, model_id: int) -> dict[str, Any]:

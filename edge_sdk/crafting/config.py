@@ -152,10 +152,24 @@ class CrafterConfig:
     def paper(cls, **overrides: Any) -> CrafterConfig:
         """The paper's settings: 500 feature steps, Neumann with alpha 0.001 and 150 terms,
         a 600-step inversion, 10 critic steps, beta 1 on the feature distance (Alg. 1-2, App. G)."""
-        base = cls(method="crafter", utility="feature", steps=500, solver="neumann", solver_iterations=150,
-                   neumann_alpha=1e-3, damping=0.0, hessian="exact", inversion_steps=600, inner_steps=100,
-                   critic_steps=10, lr=0.01, feature_optimizer="adam", privacy_loss="critic", beta=1.0,
-                   warm_start_solver=False)  # fmt: skip
+        base = cls(
+            method="crafter",
+            utility="feature",
+            steps=500,
+            solver="neumann",
+            solver_iterations=150,
+            neumann_alpha=1e-3,
+            damping=0.0,
+            hessian="exact",
+            inversion_steps=600,
+            inner_steps=100,
+            critic_steps=10,
+            lr=0.01,
+            feature_optimizer="adam",
+            privacy_loss="critic",
+            beta=1.0,
+            warm_start_solver=False,
+        )
         return replace(base, **overrides)
 
     @classmethod

@@ -192,8 +192,9 @@ class Crafter:
             recon_raw = self.kit.generator(z_raw)
             prior = self._prior_faces(gen, images[order] if images is not None else recon_raw)
         privacy = self._privacy_loss(prior, gen)
-        problem = CraftingProblem(raw=raw, z_raw=z_raw, privacy=privacy, utility=self._utility_loss(raw), rng=gen,
-                                  progress=self.progress)  # fmt: skip
+        problem = CraftingProblem(
+            raw=raw, z_raw=z_raw, privacy=privacy, utility=self._utility_loss(raw), rng=gen, progress=self.progress
+        )
         outcome = method.craft(problem)
         diagnostics = self._diagnostics(outcome, raw, recon_raw, prior, privacy)
         inverse = torch.empty_like(order)
@@ -221,9 +222,13 @@ class Crafter:
         return HeadKL(self.kit.head, raw)
 
     def _diagnostics(
-        self, outcome: CraftingOutcome, raw: torch.Tensor, recon_raw: torch.Tensor, prior: torch.Tensor,
+        self,
+        outcome: CraftingOutcome,
+        raw: torch.Tensor,
+        recon_raw: torch.Tensor,
+        prior: torch.Tensor,
         privacy: PrivacyLoss,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         spec = self.kit.spec
         with torch.no_grad():
             recon_final = self.kit.generator(outcome.z_final)
@@ -257,8 +262,11 @@ class Crafter:
 
 
 def craft(
-    kit: Kit, *, images: torch.Tensor | None = None, features: torch.Tensor | None = None,
+    kit: Kit,
+    *,
+    images: torch.Tensor | None = None,
+    features: torch.Tensor | None = None,
     config: CrafterConfig | None = None,
-) -> CraftResult:  # fmt: skip
+) -> CraftResult:
     """One-shot crafting with a fresh crafter (no memory of earlier batches)."""
     return Crafter(kit, config).craft(images=images, features=features)

@@ -80,9 +80,15 @@ class CriticEMD:
     """
 
     def __init__(
-        self, prior: torch.Tensor, critic: nn.Module, *, steps: int, lr: float, gp_weight: float,
+        self,
+        prior: torch.Tensor,
+        critic: nn.Module,
+        *,
+        steps: int,
+        lr: float,
+        gp_weight: float,
         rng: torch.Generator,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.prior, self.critic, self.steps, self.gp_weight, self.rng = prior, critic, steps, gp_weight, rng
         self.optimizer = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))
         self.curve: list[float] = []

@@ -31,8 +31,14 @@ from edge_sdk.kit.kit import Kit
 if TYPE_CHECKING:
     from edge_sdk.crafting.config import CrafterConfig
 
-__all__ = ["METHODS", "CraftingMethod", "CraftingOutcome", "CraftingProblem", "FeatureSpaceCrafter",
-           "LatentSpaceCrafter"]  # fmt: skip
+__all__ = [
+    "METHODS",
+    "CraftingMethod",
+    "CraftingOutcome",
+    "CraftingProblem",
+    "FeatureSpaceCrafter",
+    "LatentSpaceCrafter",
+]
 
 
 @dataclass
@@ -89,8 +95,16 @@ class CraftingMethod(ABC):
     def invert(self, features: torch.Tensor, start: torch.Tensor | None, steps: int) -> torch.Tensor:
         """The attacker's inversion ``z*(F)``: Adam from ``start`` (the amortizer's guess if ``None``)."""
         cfg = self.config
-        return invert(features, generator=self.kit.generator, encoder=self.kit.encoder, amortizer=self.kit.amortizer,
-                      init=start, steps=steps, lr=cfg.inner_lr, latent_weight=cfg.latent_weight).latent  # fmt: skip
+        return invert(
+            features,
+            generator=self.kit.generator,
+            encoder=self.kit.encoder,
+            amortizer=self.kit.amortizer,
+            init=start,
+            steps=steps,
+            lr=cfg.inner_lr,
+            latent_weight=cfg.latent_weight,
+        ).latent
 
     def craft(self, problem: CraftingProblem) -> CraftingOutcome:
         """Run ``config.steps`` steps on ``problem`` and release."""
@@ -139,8 +153,9 @@ class FeatureSpaceCrafter(CraftingMethod):
         self.optimizer = torch.optim.Adam([self.feats], lr=cfg.lr) if cfg.feature_optimizer == "adam" else None
         self.momentum = torch.zeros_like(problem.raw)
         self.raw_norm = problem.raw.flatten(1).norm(dim=1).clamp_min(1e-6)
-        self.solver = make_solver(cfg.solver, iterations=cfg.solver_iterations, alpha=cfg.neumann_alpha,
-                                  damping=cfg.damping)  # fmt: skip
+        self.solver = make_solver(
+            cfg.solver, iterations=cfg.solver_iterations, alpha=cfg.neumann_alpha, damping=cfg.damping
+        )
         # The attacker's latent keeps one Adam state across feature steps, so its step
         # sizes settle as z* converges (a fresh Adam would restart with full-size sign
         # steps after every feature update).
@@ -161,8 +176,13 @@ class FeatureSpaceCrafter(CraftingMethod):
     def _track_attacker(self) -> None:
         """Warm-started Adam steps re-solving ``z*(F)`` for the moved features."""
         for _ in range(self.config.inner_steps):
-            loss = inversion_loss(self.feats.detach(), self.z_param, generator=self.kit.generator,
-                                  encoder=self.kit.encoder, latent_weight=self.config.latent_weight)  # fmt: skip
+            loss = inversion_loss(
+                self.feats.detach(),
+                self.z_param,
+                generator=self.kit.generator,
+                encoder=self.kit.encoder,
+                latent_weight=self.config.latent_weight,
+            )
             (self.z_param.grad,) = torch.autograd.grad(loss.sum(), self.z_param)
             self.inner_optimizer.step()
         self.z = self.z_param.detach().clone()
@@ -176,9 +196,16 @@ class FeatureSpaceCrafter(CraftingMethod):
         z_var = self.z.detach().requires_grad_(True)
         (grad_z,) = torch.autograd.grad(objective(G(z_var)), z_var)
         implicit = implicit_feature_gradient(
-            self.feats.detach(), self.z, grad_z, generator=G, encoder=self.kit.encoder, solver=self.solver,
-            latent_weight=cfg.latent_weight, hessian=cfg.hessian, init=self.warm,
-        )  # fmt: skip
+            self.feats.detach(),
+            self.z,
+            grad_z,
+            generator=G,
+            encoder=self.kit.encoder,
+            solver=self.solver,
+            latent_weight=cfg.latent_weight,
+            hessian=cfg.hessian,
+            init=self.warm,
+        )
         self.warm = implicit.solution if cfg.warm_start_solver else None
         return implicit.feature_grad
 

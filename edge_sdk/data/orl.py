@@ -25,8 +25,14 @@ __all__ = ["SPLITS", "FaceSet", "Split", "load_orl", "orl_keys", "orl_root", "po
 
 Split = Literal["all", "public", "public-train", "public-val", "private", "private-train", "private-test"]
 SPLITS: tuple[str, ...] = (
-    "all", "public", "public-train", "public-val", "private", "private-train", "private-test",
-)  # fmt: skip
+    "all",
+    "public",
+    "public-train",
+    "public-val",
+    "private",
+    "private-train",
+    "private-test",
+)
 
 _POSE_CSV = Path(__file__).with_name("orl_pose.csv")
 

@@ -91,8 +91,16 @@ class WhiteBoxInversion:
         """``G(z*(F))`` per feature."""
 
         def one(f: torch.Tensor) -> torch.Tensor:
-            result = invert(f, generator=self.generator, encoder=self.encoder, amortizer=self.amortizer,
-                            steps=self.steps, lr=self.lr, optimizer=self.optimizer, seed=self.seed)  # fmt: skip
+            result = invert(
+                f,
+                generator=self.generator,
+                encoder=self.encoder,
+                amortizer=self.amortizer,
+                steps=self.steps,
+                lr=self.lr,
+                optimizer=self.optimizer,
+                seed=self.seed,
+            )
             with torch.no_grad():
                 return self.generator(result.latent)
 
@@ -111,16 +119,19 @@ class FeatureDecoder(nn.Module):
         torch.Size([2, 1, 64, 64])
     """
 
-    def __init__(self, *, feature_channels: int, feature_size: int, channels: int, image_size: int,
-                 width: int = 64) -> None:  # fmt: skip
+    def __init__(
+        self, *, feature_channels: int, feature_size: int, channels: int, image_size: int, width: int = 64
+    ) -> None:
         super().__init__()
         ups = round(math.log2(image_size / feature_size))
         if feature_size * 2**ups != image_size:
             raise ValueError(f"image size {image_size} is not the feature size {feature_size} times a power of 2")
         layers: list[nn.Module] = [
-            nn.Conv2d(feature_channels, width, 3, 1, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, 1, 1), nn.ReLU(inplace=True),
-        ]  # fmt: skip
+            nn.Conv2d(feature_channels, width, 3, 1, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, 1, 1),
+            nn.ReLU(inplace=True),
+        ]
         w = width
         for _ in range(ups):
             layers += [nn.ConvTranspose2d(w, w // 2, 4, 2, 1), nn.BatchNorm2d(w // 2), nn.ReLU(inplace=True)]
@@ -188,8 +199,12 @@ def train_feature_decoder(
         torch.manual_seed(seed)
         with torch.no_grad():
             shape = encoder(public_images[:1]).shape
-        decoder = FeatureDecoder(feature_channels=shape[1], feature_size=shape[-1], channels=public_images.shape[1],
-                                 image_size=public_images.shape[-1])  # fmt: skip
+        decoder = FeatureDecoder(
+            feature_channels=shape[1],
+            feature_size=shape[-1],
+            channels=public_images.shape[1],
+            image_size=public_images.shape[-1],
+        )
     encoder.eval()
 
     def pairs() -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,8 +272,15 @@ def adapt_generator(
     optimizer = torch.optim.RMSprop(adapted.parameters(), lr=lr)
     for _ in tqdm(range(steps), desc="A1: adapt generator", disable=not progress):
         idx = torch.randint(0, len(images), (min(batch_size, len(images)),), generator=rng)
-        z = invert(crafted_features[idx], generator=adapted, encoder=encoder, amortizer=amortizer,
-                   steps=inversion_steps, lr=0.05, optimizer="adam").latent  # fmt: skip
+        z = invert(
+            crafted_features[idx],
+            generator=adapted,
+            encoder=encoder,
+            amortizer=amortizer,
+            steps=inversion_steps,
+            lr=0.05,
+            optimizer="adam",
+        ).latent
         loss = F.mse_loss(adapted(z), images[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

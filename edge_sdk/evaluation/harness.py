@@ -103,9 +103,20 @@ class EvaluationConfig:
     @classmethod
     def quick(cls) -> EvaluationConfig:
         """Minutes on 2 CPU cores: 20 faces (one per person), short attacks, no beta sweep."""
-        return cls(images=20, whitebox_steps=100, amortized_steps=50, decoder_steps=300, hybrid_steps=50,
-                   adaptive_images=16, adaptive_steps=(50, 150), adaptive_generator_steps=10, a2_gan_steps=60,
-                   repeats=2, betas=(), identity_epochs=40)  # fmt: skip
+        return cls(
+            images=20,
+            whitebox_steps=100,
+            amortized_steps=50,
+            decoder_steps=300,
+            hybrid_steps=50,
+            adaptive_images=16,
+            adaptive_steps=(50, 150),
+            adaptive_generator_steps=10,
+            a2_gan_steps=60,
+            repeats=2,
+            betas=(),
+            identity_epochs=40,
+        )
 
 
 def select_faces(faces: FaceSet, count: int | None) -> FaceSet:
@@ -231,9 +242,15 @@ def _defences(ctx: _Context, crafter_config: CrafterConfig) -> list[_Defence]:
     if cfg.baselines:
         assert default_crafted is not None
         test, public = default_crafted
-        defences.append(_Defence("gaussian (same distortion)", "gaussian", None,
-                                 gaussian_like(ctx.raw_test, test, seed=cfg.seed + 1),
-                                 gaussian_like(raw_public, public, seed=cfg.seed + 2)))  # fmt: skip
+        defences.append(
+            _Defence(
+                "gaussian (same distortion)",
+                "gaussian",
+                None,
+                gaussian_like(ctx.raw_test, test, seed=cfg.seed + 1),
+                gaussian_like(raw_public, public, seed=cfg.seed + 2),
+            )
+        )
         # The paper's Crafter-z (App. F): from the attacker's inversion, feature utility.
         config = replace(crafter_config, method="crafter-z", utility="feature", latent_noise=0.0)
         if config != crafter_config:
@@ -255,8 +272,10 @@ def _label(config: CrafterConfig) -> str:
 def _a2_generator(ctx: _Context) -> torch.nn.Module:
     cfg = ctx.config
     arch = replace(ctx.kit.architecture, latent_dim=cfg.a2_latent_dim, generator_width=cfg.a2_width)
-    ctx.log(f"A2: training the attacker's own generator (latent {arch.latent_dim}, width {arch.generator_width}, "
-            f"{cfg.a2_gan_steps} steps)")  # fmt: skip
+    ctx.log(
+        f"A2: training the attacker's own generator (latent {arch.latent_dim}, width {arch.generator_width}, "
+        f"{cfg.a2_gan_steps} steps)"
+    )
     training = TrainingConfig(seed=cfg.seed + 7, gan_steps=cfg.a2_gan_steps)
     return train_generator(ctx.public, architecture=arch, config=training, progress=ctx.progress)
 
@@ -267,15 +286,35 @@ def _attack_defence(
     """Every attack on one defence: rows of scores, reconstructions, and the A1 curve."""
     kit, cfg = ctx.kit, ctx.config
     attacks: list[Attack] = [
-        WhiteBoxInversion("white-box (paper: random start, SGD)", kit.generator, kit.encoder,
-                          steps=cfg.whitebox_steps, lr=cfg.whitebox_lr, seed=cfg.seed),
-        WhiteBoxInversion("white-box (amortizer start, Adam)", kit.generator, kit.encoder, amortizer=kit.amortizer,
-                          steps=cfg.amortized_steps, lr=0.05, optimizer="adam"),
+        WhiteBoxInversion(
+            "white-box (paper: random start, SGD)",
+            kit.generator,
+            kit.encoder,
+            steps=cfg.whitebox_steps,
+            lr=cfg.whitebox_lr,
+            seed=cfg.seed,
+        ),
+        WhiteBoxInversion(
+            "white-box (amortizer start, Adam)",
+            kit.generator,
+            kit.encoder,
+            amortizer=kit.amortizer,
+            steps=cfg.amortized_steps,
+            lr=0.05,
+            optimizer="adam",
+        ),
         DecoderAttack("black-box decoder", decoder),
         HybridAttack("hybrid (decoder + pixel refinement)", decoder, kit.encoder, steps=cfg.hybrid_steps),
-        WhiteBoxInversion(f"A2: own generator (latent {cfg.a2_latent_dim}, width {cfg.a2_width})", a2, kit.encoder,
-                          steps=cfg.amortized_steps, lr=0.05, optimizer="adam", seed=cfg.seed),
-    ]  # fmt: skip
+        WhiteBoxInversion(
+            f"A2: own generator (latent {cfg.a2_latent_dim}, width {cfg.a2_width})",
+            a2,
+            kit.encoder,
+            steps=cfg.amortized_steps,
+            lr=0.05,
+            optimizer="adam",
+            seed=cfg.seed,
+        ),
+    ]
     curve: list[dict[str, Any]] = []
     if defence.public is not None:
         public_images = ctx.adaptive.images
@@ -287,19 +326,36 @@ def _attack_defence(
             done = target
             curve.append({"steps": target, **_score(ctx, DecoderAttack("", adapted).reconstruct(defence.test))})
         attacks.append(DecoderAttack(f"A1: adaptive decoder ({done} steps)", adapted))
-        generator = adapt_generator(kit.generator, kit.encoder, kit.amortizer, defence.public, public_images,
-                                    steps=cfg.adaptive_generator_steps, seed=cfg.seed)  # fmt: skip
-        attacks.append(WhiteBoxInversion(f"A1: adaptive generator ({cfg.adaptive_generator_steps} steps)",
-                                         generator, kit.encoder, amortizer=kit.amortizer,
-                                         steps=cfg.amortized_steps, lr=0.05, optimizer="adam"))  # fmt: skip
+        generator = adapt_generator(
+            kit.generator,
+            kit.encoder,
+            kit.amortizer,
+            defence.public,
+            public_images,
+            steps=cfg.adaptive_generator_steps,
+            seed=cfg.seed,
+        )
+        attacks.append(
+            WhiteBoxInversion(
+                f"A1: adaptive generator ({cfg.adaptive_generator_steps} steps)",
+                generator,
+                kit.encoder,
+                amortizer=kit.amortizer,
+                steps=cfg.amortized_steps,
+                lr=0.05,
+                optimizer="adam",
+            )
+        )
     rows, images = [], {}
     for attack in attacks:
         start = time.perf_counter()
         rebuilt = attack.reconstruct(defence.test)
         rows.append({"attack": attack.name, **_score(ctx, rebuilt), "seconds": time.perf_counter() - start})
         images[attack.name] = rebuilt
-        ctx.log(f"  {defence.name} / {attack.name}: "
-                + ", ".join(f"{o.name} {rows[-1]['identity_' + o.name]:.3f}" for o in ctx.oracles))  # fmt: skip
+        ctx.log(
+            f"  {defence.name} / {attack.name}: "
+            + ", ".join(f"{o.name} {rows[-1]['identity_' + o.name]:.3f}" for o in ctx.oracles)
+        )
     return rows, images, curve
 
 
@@ -329,13 +385,29 @@ def _a3(ctx: _Context, crafter_config: CrafterConfig, decoder: FeatureDecoder) -
         spread = float(torch.stack(sends).std(0).flatten(1).norm(dim=1).mean())
         for attack in (
             DecoderAttack("black-box decoder", decoder),
-            WhiteBoxInversion("white-box (amortizer start, Adam)", kit.generator, kit.encoder,
-                              amortizer=kit.amortizer, steps=cfg.amortized_steps, lr=0.05, optimizer="adam"),
-        ):  # fmt: skip
-            rows.append({"mode": mode, "repeats": cfg.repeats, "attack": attack.name, "release_spread": spread,
-                         **_score(ctx, attack.reconstruct(average))})  # fmt: skip
-            ctx.log(f"  A3 {mode} / {attack.name}: "
-                    + ", ".join(f"{o.name} {rows[-1]['identity_' + o.name]:.3f}" for o in ctx.oracles))  # fmt: skip
+            WhiteBoxInversion(
+                "white-box (amortizer start, Adam)",
+                kit.generator,
+                kit.encoder,
+                amortizer=kit.amortizer,
+                steps=cfg.amortized_steps,
+                lr=0.05,
+                optimizer="adam",
+            ),
+        ):
+            rows.append(
+                {
+                    "mode": mode,
+                    "repeats": cfg.repeats,
+                    "attack": attack.name,
+                    "release_spread": spread,
+                    **_score(ctx, attack.reconstruct(average)),
+                }
+            )
+            ctx.log(
+                f"  A3 {mode} / {attack.name}: "
+                + ", ".join(f"{o.name} {rows[-1]['identity_' + o.name]:.3f}" for o in ctx.oracles)
+            )
     return rows
 
 
@@ -381,22 +453,35 @@ def evaluate(
     adaptive = select_faces(public, config.adaptive_images)
     log(f"oracles: SFace gallery and identity classifier on {len(train)} private-train faces")
     sface = SFaceOracle().fit_gallery(to_unit_range(train.images, spec), train.identity)
-    classifier = ClassifierOracle(train_identity_classifier(train, epochs=config.identity_epochs, seed=config.seed),
-                                  spec=spec)  # fmt: skip
+    classifier = ClassifierOracle(
+        train_identity_classifier(train, epochs=config.identity_epochs, seed=config.seed), spec=spec
+    )
     oracles: list[IdentityOracle] = [sface, classifier]
     with torch.no_grad():
         z = torch.randn(len(test), kit.architecture.latent_dim, generator=torch.Generator().manual_seed(config.seed))
         prior = to_unit_range(kit.generator(z), spec)
-    ctx = _Context(kit=kit, config=config, test=test, public=public, adaptive=adaptive, oracles=oracles,
-                   sface=sface, metric=MahalanobisMetric(to_unit_range(public.images, spec)), prior=prior,
-                   raw_test=kit.encode(test.images), log=log, progress=progress)  # fmt: skip
+    ctx = _Context(
+        kit=kit,
+        config=config,
+        test=test,
+        public=public,
+        adaptive=adaptive,
+        oracles=oracles,
+        sface=sface,
+        metric=MahalanobisMetric(to_unit_range(public.images, spec)),
+        prior=prior,
+        raw_test=kit.encode(test.images),
+        log=log,
+        progress=progress,
+    )
     real = {f"identity_{o.name}": identity_accuracy_of(o, ctx.unit(test.images), test.identity) for o in oracles}
     log("oracles on the real private-test faces: " + ", ".join(f"{k} {v:.3f}" for k, v in real.items()))
 
     t = time.perf_counter()
     log(f"black-box decoder: {config.decoder_steps} steps on {len(public)} public faces")
-    decoder = train_feature_decoder(kit.encoder, public.images, steps=config.decoder_steps, seed=config.seed,
-                                    progress=progress)  # fmt: skip
+    decoder = train_feature_decoder(
+        kit.encoder, public.images, steps=config.decoder_steps, seed=config.seed, progress=progress
+    )
     a2 = _a2_generator(ctx)
     ctx.timings["attacker_training"] = time.perf_counter() - t
 
@@ -409,14 +494,21 @@ def evaluate(
         log(f"attacking: {defence.name}")
         rows, images, curve = _attack_defence(ctx, defence, decoder, a2)
         worst = {o.name: max(rows, key=_by(f"identity_{o.name}")) for o in oracles}
-        results.append({
-            "defence": defence.name, "kind": defence.kind, "beta": defence.beta,
-            "seconds_per_image": defence.seconds_per_image, "crafting_epsilon_pii": defence.epsilon_pii,
-            "utility": utility_metrics(kit, test, defence.test, ctx.raw_test),
-            "attacks": rows, "a1_curve": curve,
-            "worst_case": {name: {"identity": row[f"identity_{name}"], "attack": row["attack"]}
-                           for name, row in worst.items()},
-        })  # fmt: skip
+        results.append(
+            {
+                "defence": defence.name,
+                "kind": defence.kind,
+                "beta": defence.beta,
+                "seconds_per_image": defence.seconds_per_image,
+                "crafting_epsilon_pii": defence.epsilon_pii,
+                "utility": utility_metrics(kit, test, defence.test, ctx.raw_test),
+                "attacks": rows,
+                "a1_curve": curve,
+                "worst_case": {
+                    name: {"identity": row[f"identity_{name}"], "attack": row["attack"]} for name, row in worst.items()
+                },
+            }
+        )
         grids[defence.name] = images
     ctx.timings["attacks"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -25,12 +25,26 @@ class IdentityClassifier(nn.Module):
         self.register_buffer("identities", torch.tensor(identities, dtype=torch.int64))
         w = width
         self.net = nn.Sequential(
-            nn.Conv2d(channels, w, 3, 1, 1), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, 1, 1), nn.BatchNorm2d(2 * w), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 4 * w, 3, 1, 1), nn.BatchNorm2d(4 * w), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(4 * w, 4 * w, 3, 1, 1), nn.BatchNorm2d(4 * w), nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3), nn.Linear(4 * w, len(identities)),
-        )  # fmt: skip
+            nn.Conv2d(channels, w, 3, 1, 1),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, 1, 1),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, 1, 1),
+            nn.BatchNorm2d(4 * w),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4 * w, 4 * w, 3, 1, 1),
+            nn.BatchNorm2d(4 * w),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(0.3),
+            nn.Linear(4 * w, len(identities)),
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)

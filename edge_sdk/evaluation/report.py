@@ -35,11 +35,20 @@ def _plot_tradeoff(report: dict[str, Any], path: Path) -> Path:
         name = oracle.removeprefix("identity_")
         crafter = sorted((d for d in report["defences"] if d["kind"] == "crafter"), key=lambda d: d["beta"])
         if crafter:
-            ax.plot([d["utility"]["pose_accuracy"] for d in crafter],
-                    [d["worst_case"][name]["identity"] for d in crafter], "o-", label="Crafter (beta)")  # fmt: skip
+            ax.plot(
+                [d["utility"]["pose_accuracy"] for d in crafter],
+                [d["worst_case"][name]["identity"] for d in crafter],
+                "o-",
+                label="Crafter (beta)",
+            )
             for d in crafter:
-                ax.annotate(f"{d['beta']:g}", (d["utility"]["pose_accuracy"], d["worst_case"][name]["identity"]),
-                            fontsize=7, xytext=(3, 3), textcoords="offset points")  # fmt: skip
+                ax.annotate(
+                    f"{d['beta']:g}",
+                    (d["utility"]["pose_accuracy"], d["worst_case"][name]["identity"]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
         for d in report["defences"]:
             if d["kind"] != "crafter":
                 ax.plot(d["utility"]["pose_accuracy"], d["worst_case"][name]["identity"], "s", label=d["defence"])
@@ -60,8 +69,12 @@ def _plot_a1(report: dict[str, Any], path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(oracles), figsize=(5 * len(oracles), 3.5), squeeze=False)
     for ax, oracle in zip(axes[0], oracles, strict=True):
         for d in curves:
-            ax.plot([p["steps"] for p in d["a1_curve"]], [p[f"identity_{oracle}"] for p in d["a1_curve"]], "o-",
-                    label=d["defence"])  # fmt: skip
+            ax.plot(
+                [p["steps"] for p in d["a1_curve"]],
+                [p[f"identity_{oracle}"] for p in d["a1_curve"]],
+                "o-",
+                label=d["defence"],
+            )
         ax.set_xlabel("A1 decoder training steps on crafted public faces")
         ax.set_ylabel(f"identity accuracy ({oracle})")
         ax.grid(alpha=0.3)
@@ -90,30 +103,38 @@ def _markdown(report: dict[str, Any], figures: dict[str, str]) -> str:
         "",
         "## Worst case over all attacks",
         "",
-        "| defence | " + " | ".join(f"worst identity ({o})" for o in oracles)
+        "| defence | "
+        + " | ".join(f"worst identity ({o})" for o in oracles)
         + " | pose acc | raw pose acc | agreement | distortion | s/image |",
         "|---|" + "---|" * (len(oracles) + 5),
-    ]  # fmt: skip
+    ]
     for d in report["defences"]:
         u = d["utility"]
         worst = " | ".join(f"{d['worst_case'][o]['identity']:.3f} ({d['worst_case'][o]['attack']})" for o in oracles)
-        utility = " | ".join(f"{u[k]:.3f}" for k in ("pose_accuracy", "pose_accuracy_raw", "pose_agreement",
-                                                     "relative_distortion"))  # fmt: skip
+        utility = " | ".join(
+            f"{u[k]:.3f}" for k in ("pose_accuracy", "pose_accuracy_raw", "pose_agreement", "relative_distortion")
+        )
         lines.append(f"| {d['defence']} | {worst} | {utility} | {_fmt(d['seconds_per_image'])} |")
     lines += ["", f"![trade-off]({figures['tradeoff']})", "", "## Every attack", ""]
     columns = [f"identity_{o}" for o in oracles] + ["fsim", "ssim", "psnr", "risk", "epsilon_pii", "seconds"]
-    lines += ["| defence | attack | " + " | ".join(c.removeprefix("identity_") for c in columns) + " |",
-              "|---|---|" + "---|" * len(columns)]  # fmt: skip
+    lines += [
+        "| defence | attack | " + " | ".join(c.removeprefix("identity_") for c in columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
     for d in report["defences"]:
         for row in d["attacks"]:
             lines.append(f"| {d['defence']} | {row['attack']} | " + " | ".join(_fmt(row[c]) for c in columns) + " |")
     lines += ["", "## A3: averaging repeated releases", ""]
-    lines += ["| mode | repeats | attack | spread of releases | " + " | ".join(oracles) + " | ssim |",
-              "|---|---|---|---|" + "---|" * (len(oracles) + 1)]  # fmt: skip
+    lines += [
+        "| mode | repeats | attack | spread of releases | " + " | ".join(oracles) + " | ssim |",
+        "|---|---|---|---|" + "---|" * (len(oracles) + 1),
+    ]
     for row in report["a3"]:
         identity = " | ".join(f"{row[f'identity_{o}']:.3f}" for o in oracles)
-        lines.append(f"| {row['mode']} | {row['repeats']} | {row['attack']} | {row['release_spread']:.4f} | "
-                     f"{identity} | {row['ssim']:.3f} |")  # fmt: skip
+        lines.append(
+            f"| {row['mode']} | {row['repeats']} | {row['attack']} | {row['release_spread']:.4f} | "
+            f"{identity} | {row['ssim']:.3f} |"
+        )
     if "a1" in figures:
         lines += ["", "## A1: adaptive decoder over training on crafted public faces", "", f"![A1]({figures['a1']})"]
     lines += ["", "## Reconstructions", ""]

@@ -232,8 +232,11 @@ class YuNetDetector:
         if not rows:
             return face
         mean = np.mean(rows, axis=0)
-        return Face(box=(float(mean[0]), float(mean[1]), float(mean[2]), float(mean[3])),
-                    landmarks=mean[4:14].reshape(5, 2).astype(np.float32), score=float(mean[14]))  # fmt: skip
+        return Face(
+            box=(float(mean[0]), float(mean[1]), float(mean[2]), float(mean[3])),
+            landmarks=mean[4:14].reshape(5, 2).astype(np.float32),
+            score=float(mean[14]),
+        )
 
     def detect(self, picture: np.ndarray) -> list[Face]:
         """Faces in ``picture``, best score first.

@@ -146,9 +146,14 @@ class KitManifest:
         if not isinstance(training, dict) or not isinstance(versions, dict):
             raise fail("fields 'training' and 'versions' must be objects")
         return cls(
-            name=name, image=image, architecture=arch, task=task, files=files,
-            training=training, versions={str(k): str(v) for k, v in versions.items()},
-        )  # fmt: skip
+            name=name,
+            image=image,
+            architecture=arch,
+            task=task,
+            files=files,
+            training=training,
+            versions={str(k): str(v) for k, v in versions.items()},
+        )
 
 
 def _build(kind: Any, values: dict[str, Any], where: str, fail: Any, extra: dict[str, Any] | None = None) -> Any:

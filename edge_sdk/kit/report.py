@@ -53,9 +53,14 @@ def evaluate_kit(kit: Kit, *, inversion_steps: int = 200, inversion_lr: float = 
     features = kit.encode(test.images)
     start = time.perf_counter()
     inv = invert(
-        features, generator=kit.generator, encoder=kit.encoder, amortizer=kit.amortizer,
-        steps=inversion_steps, lr=inversion_lr, seed=seed,
-    )  # fmt: skip
+        features,
+        generator=kit.generator,
+        encoder=kit.encoder,
+        amortizer=kit.amortizer,
+        steps=inversion_steps,
+        lr=inversion_lr,
+        seed=seed,
+    )
     seconds = time.perf_counter() - start
     with torch.no_grad():
         amortized = to_unit_range(kit.generator(kit.amortizer(features)), spec)
@@ -96,15 +101,20 @@ def write_training_report(kit: Kit, log: TrainingLog, out: str | Path, *, invers
     metrics = evaluate_kit(kit, inversion_steps=inversion_steps)
     pictures = metrics.pop("_images")
     with torch.no_grad():
-        samples = to_unit_range(kit.generator(torch.randn(64, kit.architecture.latent_dim,
-                                generator=torch.Generator().manual_seed(0))), kit.spec)  # fmt: skip
+        samples = to_unit_range(
+            kit.generator(torch.randn(64, kit.architecture.latent_dim, generator=torch.Generator().manual_seed(0))),
+            kit.spec,
+        )
     image_grid(samples, columns=8).save(out / "generator_samples.png")
     show = slice(0, 80, 4)  # one image per private-test identity
     save_image_rows(
-        [("original", pictures["original"][show]), ("amortized G(A(F))", pictures["amortized"][show]),
-         (f"inverted ({inversion_steps} st.)", pictures["inverted"][show])],
+        [
+            ("original", pictures["original"][show]),
+            ("amortized G(A(F))", pictures["amortized"][show]),
+            (f"inverted ({inversion_steps} st.)", pictures["inverted"][show]),
+        ],
         out / "inversions.png",
-    )  # fmt: skip
+    )
     curves = {k: v for k, v in asdict(log).items() if isinstance(v, list) and v}
     plot_curves(curves, out / "training_curves.png", title=f"kit '{kit.manifest.name}' training")
     report = {
@@ -127,15 +137,24 @@ def _markdown(report: dict[str, Any]) -> str:
         lines += [f"| private-test majority class | {m['pose_majority_baseline']['private-test']:.3f} |", ""]
     inv = m["inversion_private_test"]
     lines += [
-        f"## White-box inversion of raw private-test features ({inv['images']} images)", "",
-        "| start | feature loss | relative | SSIM | PSNR dB |", "|---|---|---|---|---|",
-    ]  # fmt: skip
+        f"## White-box inversion of raw private-test features ({inv['images']} images)",
+        "",
+        "| start | feature loss | relative | SSIM | PSNR dB |",
+        "|---|---|---|---|---|",
+    ]
     for key in ("amortized", "inverted"):
         r = inv[key]
         label = "amortizer guess" if key == "amortized" else f"after {inv['steps']} Adam steps"
         cells = [f"{r['feature_loss']:.4f}", f"{r['relative_feature_loss']:.3f}"]
         cells += [f"{r['ssim']:.3f}", f"{r['psnr_db']:.2f}"]
         lines.append(f"| {label} | {' | '.join(cells)} |")
-    lines += ["", "![generator samples](generator_samples.png)", "", "![inversions](inversions.png)", "",
-              "![training curves](training_curves.png)", ""]  # fmt: skip
+    lines += [
+        "",
+        "![generator samples](generator_samples.png)",
+        "",
+        "![inversions](inversions.png)",
+        "",
+        "![training curves](training_curves.png)",
+        "",
+    ]
     return "\n".join(lines)

@@ -125,9 +125,14 @@ def _batches(n: int, batch_size: int, rng: torch.Generator) -> Iterator[torch.Te
 
 
 def _train_pose(
-    encoder: Encoder, head: PoseHead, data: FaceSet, cfg: TrainingConfig, rng: torch.Generator,
-    log: TrainingLog, progress: bool,
-) -> None:  # fmt: skip
+    encoder: Encoder,
+    head: PoseHead,
+    data: FaceSet,
+    cfg: TrainingConfig,
+    rng: torch.Generator,
+    log: TrainingLog,
+    progress: bool,
+) -> None:
     params = list(encoder.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=cfg.pose_lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.pose_epochs, 1))
@@ -156,9 +161,15 @@ def _train_pose(
 
 
 def _train_gan(
-    generator: Generator, critic: Critic, data: FaceSet, arch: Architecture, cfg: TrainingConfig,
-    rng: torch.Generator, log: TrainingLog, progress: bool,
-) -> None:  # fmt: skip
+    generator: Generator,
+    critic: Critic,
+    data: FaceSet,
+    arch: Architecture,
+    cfg: TrainingConfig,
+    rng: torch.Generator,
+    log: TrainingLog,
+    progress: bool,
+) -> None:
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.9))
     generator.train()
@@ -221,9 +232,15 @@ def recalibrate_batchnorm(module: nn.Module, draw: Callable[[], torch.Tensor], *
 
 
 def _train_amortizer(
-    amortizer: Amortizer, generator: Generator, encoder: Encoder, arch: Architecture, cfg: TrainingConfig,
-    rng: torch.Generator, log: TrainingLog, progress: bool,
-) -> None:  # fmt: skip
+    amortizer: Amortizer,
+    generator: Generator,
+    encoder: Encoder,
+    arch: Architecture,
+    cfg: TrainingConfig,
+    rng: torch.Generator,
+    log: TrainingLog,
+    progress: bool,
+) -> None:
     opt = torch.optim.Adam(amortizer.parameters(), lr=cfg.amortizer_lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.amortizer_steps, 1))
     amortizer.train()
@@ -329,12 +346,14 @@ def train_kit(
         "torch_threads": torch.get_num_threads(),
     }
     manifest = KitManifest(
-        name=name, image=spec, architecture=arch, task=task,
+        name=name,
+        image=spec,
+        architecture=arch,
+        task=task,
         files={c: ComponentFile(path=f"{c}.safetensors", sha256="0" * 64) for c in models},
         training=training,
-    )  # fmt: skip
-    kit = Kit(
-        manifest=manifest, encoder=encoder.eval(), generator=generator.eval(),  # type: ignore[arg-type]
-        amortizer=amortizer.eval(), head=head.eval(), critic=critic.eval(),  # type: ignore[arg-type]
-    )  # fmt: skip
+    )
+    for network in models.values():
+        network.eval()
+    kit = Kit(manifest=manifest, **models)  # type: ignore[arg-type]
     return kit, log

@@ -55,8 +55,10 @@ def main() -> None:
         url = f"sqlite:///{work / 'cloud.db'}"
         key = Store(url).create_api_key("operator")
         server_args = ("--torch-threads", "2", "--verify-budget", "quick" if args.quick else "standard")
-        with local_server(url, log=work / "server.log", extra_args=server_args) as base, \
-                CloudClient(base, api_key=key, timeout=60) as client:  # fmt: skip
+        with (
+            local_server(url, log=work / "server.log", extra_args=server_args) as base,
+            CloudClient(base, api_key=key, timeout=60) as client,
+        ):
             print(f"cloud stub at {base}: {client.version()['service']} {client.version()['version']}")
 
             # 2. Verify an honest and a vicious classifier.
@@ -65,18 +67,23 @@ def main() -> None:
                 for name, beta_r in (("honest", 0.0), ("vicious", 3.0)):
                     config = ViciousConfig(beta_r=beta_r, train_samples=samples, epochs=3 if args.quick else 2, seed=3)
                     trained = train_vicious("fashion-mnist", config)
-                    record = client.upload_model(onnx_bytes(trained.classifier), task="fashion-mnist",
-                                                 name=f"{name}.onnx")  # fmt: skip
+                    record = client.upload_model(
+                        onnx_bytes(trained.classifier), task="fashion-mnist", name=f"{name}.onnx"
+                    )
                     uploads[name] = record["id"]
-                    print(f"uploaded {name}.onnx as model {record['id']} ({record['size_bytes']} bytes, "
-                          f"{record['status']})")  # fmt: skip
+                    print(
+                        f"uploaded {name}.onnx as model {record['id']} ({record['size_bytes']} bytes, "
+                        f"{record['status']})"
+                    )
                 for name, model_id in uploads.items():
                     report = wait_for_report(client, model_id)["report"]
                     assert isinstance(report, dict)
-                    print(f"{name}.onnx -> {report.get('verdict', report.get('error'))}: accuracy "
-                          f"{report['accuracy']:.3f}, v {report['v']:.4f}, entropy {report['entropy']:.3f}, "
-                          f"probe PSNR {report['probe']['psnr']:.2f} dB (gap {report['psnr_gap_db']:+.2f} dB), "
-                          f"{report['seconds']:.0f} s")  # fmt: skip
+                    print(
+                        f"{name}.onnx -> {report.get('verdict', report.get('error'))}: accuracy "
+                        f"{report['accuracy']:.3f}, v {report['v']:.4f}, entropy {report['entropy']:.3f}, "
+                        f"probe PSNR {report['probe']['psnr']:.2f} dB (gap {report['psnr_gap_db']:+.2f} dB), "
+                        f"{report['seconds']:.0f} s"
+                    )
             else:
                 print(f"Fashion-MNIST is not installed ({FASHION_MNIST_DIR}); apt-get install dataset-fashion-mnist")
 
@@ -89,8 +96,10 @@ def main() -> None:
                 stored = client.upload_samples("pose-crafted", crafted, faces.pose[start : start + 20])
             print(f"collected {stored['total']} crafted features in dataset 'pose-crafted'")
             job = client.wait_for_job(client.train_head("pose-crafted", epochs=30)["id"], timeout=600)
-            print(f"trained head {job['head_id']} on crafted features: validation accuracy "
-                  f"{job['val_accuracy']:.3f}; now serving head {client.version()['active_head_id']}")  # fmt: skip
+            print(
+                f"trained head {job['head_id']} on crafted features: validation accuracy "
+                f"{job['val_accuracy']:.3f}; now serving head {client.version()['active_head_id']}"
+            )
 
 
 if __name__ == "__main__":

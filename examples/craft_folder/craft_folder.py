@@ -55,8 +55,23 @@ def main() -> None:
                 extra.unlink()
 
         # 1. The command line.
-        print(edge_sdk("craft", str(faces), "--out", str(work / "cli.npz"), "--steps", str(steps),
-                       "--batch-size", str(batch), "--seed", "0", "--threads", str(threads), "--quiet"))  # fmt: skip
+        print(
+            edge_sdk(
+                "craft",
+                str(faces),
+                "--out",
+                str(work / "cli.npz"),
+                "--steps",
+                str(steps),
+                "--batch-size",
+                str(batch),
+                "--seed",
+                "0",
+                "--threads",
+                str(threads),
+                "--quiet",
+            )
+        )
 
         # 2. The library: the same job from Python.
         kit = load_kit()
@@ -68,8 +83,15 @@ def main() -> None:
             return result.features.numpy(), result.diagnostics
 
         job_config = {"command": "craft", "kit": kit.manifest.name, "crafter": asdict(config)}
-        result = run_folder_job(faces, work / "library.npz", spec=kit.spec, transform=transform, batch_size=batch,
-                                config=job_config, progress=False)  # fmt: skip
+        result = run_folder_job(
+            faces,
+            work / "library.npz",
+            spec=kit.spec,
+            transform=transform,
+            batch_size=batch,
+            config=job_config,
+            progress=False,
+        )
         print(f"library: crafted {result.images} images -> {result.out}")
 
         # 3. Reading the files back.
@@ -91,17 +113,27 @@ def main() -> None:
             return transform(chunk)
 
         try:
-            run_folder_job(faces, stopped, spec=kit.spec, transform=stops_after_one_batch, batch_size=batch,
-                           config=job_config, progress=False)  # fmt: skip
+            run_folder_job(
+                faces,
+                stopped,
+                spec=kit.spec,
+                transform=stops_after_one_batch,
+                batch_size=batch,
+                config=job_config,
+                progress=False,
+            )
         except KeyboardInterrupt:
             print(
                 f"stopped: {stopped.name} exists = {stopped.exists()}, finished batches kept in {stopped.name}.parts/"
             )
-        resumed = run_folder_job(faces, stopped, spec=kit.spec, transform=transform, batch_size=batch,
-                                 config=job_config, progress=False)  # fmt: skip
+        resumed = run_folder_job(
+            faces, stopped, spec=kit.spec, transform=transform, batch_size=batch, config=job_config, progress=False
+        )
         unchanged = np.array_equal(read_features(stopped).features, library.features)
-        print(f"resumed: {resumed.resumed_batches} batch(es) reused, {resumed.images} images, "
-              f"same features as the uninterrupted run = {unchanged}")  # fmt: skip
+        print(
+            f"resumed: {resumed.resumed_batches} batch(es) reused, {resumed.images} images, "
+            f"same features as the uninterrupted run = {unchanged}"
+        )
         if not same or not unchanged:
             raise SystemExit("crafting was not reproducible")
 

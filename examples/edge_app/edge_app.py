@@ -86,9 +86,11 @@ def main() -> None:
             crafted_at = time.perf_counter()
             answer = client.predict(crafted)
             released[path.name] = crafted.numpy()
-            print(f"{path.name}: crafted in {crafted_at - start:.2f} s, answered in "
-                  f"{time.perf_counter() - crafted_at:.3f} s -> pose class {int(answer.labels[0])} "
-                  f"(p = {float(answer.probabilities[0].max()):.2f})")  # fmt: skip
+            print(
+                f"{path.name}: crafted in {crafted_at - start:.2f} s, answered in "
+                f"{time.perf_counter() - crafted_at:.3f} s -> pose class {int(answer.labels[0])} "
+                f"(p = {float(answer.probabilities[0].max()):.2f})"
+            )
 
         # The same frame again: the repeat cache releases the first crafting, so an
         # observer cannot average several craftings of one face.
