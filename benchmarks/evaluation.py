@@ -73,20 +73,20 @@ def main() -> None:
     )
     paths = write_report(report, args.out, spec=kit.spec)
     print(
-        f"\n{report['faces']['attacked']} private-test faces, chance {report['faces']['chance']:.2f}; "
-        f"{args.threads} threads, {report['seconds']:.0f} s"
+        f"\n{report.faces['attacked']} private-test faces, chance {report.chance:.2f}; "
+        f"{args.threads} threads, {report.seconds:.0f} s"
     )
-    width = max(len(d["defence"]) for d in report["defences"]) + 2
+    width = max(len(d.defence) for d in report.defences) + 2
     print(f"{'defence':<{width}}{'worst SFace':>12}{'worst clf':>10}{'pose':>7}{'raw pose':>9}{'agree':>7}{'dist':>7}")
-    for d in report["defences"]:
-        u, w = d["utility"], d["worst_case"]
+    for d in report.defences:
+        u, w = d.utility, d.worst_case
         print(
-            f"{d['defence']:<{width}}{w['sface']['identity']:>12.3f}{w['classifier']['identity']:>10.3f}"
+            f"{d.defence:<{width}}{w['sface']['identity']:>12.3f}{w['classifier']['identity']:>10.3f}"
             f"{u['pose_accuracy']:>7.3f}{u['pose_accuracy_raw']:>9.3f}{u['pose_agreement']:>7.3f}"
             f"{u['relative_distortion']:>7.3f}"
         )
     print("\nA3 (configured Crafter):")
-    for row in report["a3"]:
+    for row in report.a3:
         print(
             f"  {row['mode']:<28} {row['attack']:<36} SFace {row['identity_sface']:.3f} "
             f"classifier {row['identity_classifier']:.3f} spread {row['release_spread']:.4f}"

@@ -82,31 +82,32 @@ def fit_head(
     x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     y = torch.from_numpy(labels.astype(np.int64))
     val_idx, train_idx = order[:n_val], order[n_val:]
-    torch.manual_seed(seed)  # the head's initial weights
-    head = PoseHead(arch)
-    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
-    head.train()
-    for _ in range(epochs):
-        perm = train_idx[torch.randperm(len(train_idx), generator=generator)]
-        for start in range(0, len(perm), batch_size):
-            idx = perm[start : start + batch_size]
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            loss = F.cross_entropy(head(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    head.eval()
-    with torch.no_grad():
-        val_accuracy = float((head(x[val_idx]).argmax(1) == y[val_idx]).float().mean())
-        train_accuracy = float((head(x[train_idx]).argmax(1) == y[train_idx]).float().mean())
-    return HeadFit(
-        head=head,
-        val_accuracy=val_accuracy,
-        train_accuracy=train_accuracy,
-        train_samples=len(train_idx),
-        val_samples=n_val,
-    )
+    with torch.random.fork_rng(devices=[]):  # seeded by the argument, the caller's state untouched
+        torch.manual_seed(seed)  # the head's initial weights
+        head = PoseHead(arch)
+        opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
+        head.train()
+        for _ in range(epochs):
+            perm = train_idx[torch.randperm(len(train_idx), generator=generator)]
+            for start in range(0, len(perm), batch_size):
+                idx = perm[start : start + batch_size]
+                if len(idx) < 2:  # BatchNorm needs two samples
+                    continue
+                loss = F.cross_entropy(head(x[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        head.eval()
+        with torch.no_grad():
+            val_accuracy = float((head(x[val_idx]).argmax(1) == y[val_idx]).float().mean())
+            train_accuracy = float((head(x[train_idx]).argmax(1) == y[train_idx]).float().mean())
+        return HeadFit(
+            head=head,
+            val_accuracy=val_accuracy,
+            train_accuracy=train_accuracy,
+            train_samples=len(train_idx),
+            val_samples=n_val,
+        )
 
 
 class ServedHead:

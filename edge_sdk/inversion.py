@@ -3,7 +3,7 @@
 Crafting simulates this attacker and differentiates through its answer (implicit
 function theorem), so the objective below is the single definition both sides use:
 the gradient is taken of exactly the function the inversion minimises
-(DESIGN section 4 on the official code's mismatch).
+(docs/design.md, "Crafting", on the official code's mismatch).
 """
 
 from __future__ import annotations

@@ -1,3 +1,3 @@
-"""ONNX export of kit networks with parity checks against onnxruntime (DESIGN section 7)."""
+"""ONNX export of kit networks with parity checks against onnxruntime (docs/onnx.md)."""
 
 __all__: list[str] = []

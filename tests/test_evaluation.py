@@ -85,7 +85,7 @@ def test_sface_recognises_real_private_faces_and_not_the_average_face() -> None:
     oracle = _sface_or_skip()
     train, test = load_orl("private-train", spec=UNIT), load_orl("private-test", spec=UNIT)
     oracle.fit_gallery(train.images, train.identity)
-    assert oracle.accuracy(test.images, test.identity) >= 0.9  # DESIGN: 91.9% on plain crops
+    assert oracle.accuracy(test.images, test.identity) >= 0.9  # docs/design.md: 91.9% on plain crops
     average = load_orl("public", spec=UNIT).images.mean(0, keepdim=True).expand(len(test), -1, -1, -1)
     assert oracle.accuracy(average, test.identity) <= 0.1  # one answer for everyone: 1 person of 20
     assert float(oracle.fsim(test.images[:4], test.images[:4]).min()) > 0.999
@@ -267,10 +267,12 @@ def test_evaluate_command_writes_a_report_whose_worst_case_is_the_maximum(tmp_pa
         hybrid_steps=20,
     )
     monkeypatch.setattr(EvaluationConfig, "quick", classmethod(lambda cls: smaller))
+    caller_state = torch.get_rng_state()
     result = CliRunner().invoke(
         app, ["evaluate", "--quick", "--images", "4", "--steps", "2", "--out", str(out), "--quiet"]
     )
     assert result.exit_code == 0, result.output
+    assert torch.equal(torch.get_rng_state(), caller_state)  # seeded by its config, not the global generator
     report = json.loads((out / "report.json").read_text())
     names = [d["defence"] for d in report["defences"]]
     assert names == [

@@ -1,4 +1,4 @@
-"""Is an uploaded classifier vicious? Three signals and a verdict (vicious paper App. C, I.2; DESIGN 6).
+"""Is an uploaded classifier vicious? Three signals and a verdict (vicious paper App. C, I.2; docs/verification.md).
 
 1. **Fine-tune divergence** (paper App. I.2): fine-tune the model on a small labelled
    batch of the claimed task to get F+, compare F and F+ outputs on held-out images by
@@ -15,7 +15,7 @@ The verdict uses the probe: *vicious* when its PSNR exceeds a baseline by more t
 or the class-only probe: what the answer alone reveals, so the gap measures what the
 outputs carry beyond it, free of the offset between the verifier's reference and the
 uploader's training recipe. Signals 1 and 2 are reported, not voted: on small models
-the fine-tune signal confounds under-trained with vicious (DESIGN section 6), which
+the fine-tune signal confounds under-trained with vicious (docs/verification.md), which
 the benchmark (``benchmarks/vicious_detection.py``) measures again.
 """
 

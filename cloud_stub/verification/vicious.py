@@ -151,61 +151,64 @@ def train_vicious(
     if config.train_samples is not None:
         images, labels = images[: config.train_samples], labels[: config.train_samples]
     generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
-    train_idx, val_idx = _split(len(images), config.validation_fraction, generator)
-    classifier = TaskClassifier(input_shape=spec.input_shape, num_classes=spec.num_classes, width=config.width)
-    decoder = OutputDecoder(num_classes=spec.num_classes, image_shape=spec.input_shape)
-    opt_f = torch.optim.Adam(classifier.parameters(), lr=config.lr)
-    opt_g = torch.optim.Adam(decoder.parameters(), lr=config.lr)
-    best: tuple[float, int, dict[str, Any], dict[str, Any]] | None = None
-    history: list[dict[str, float]] = []
-    for epoch in tqdm(range(config.epochs), desc=f"train {task}", disable=not progress):
-        classifier.train()
-        decoder.train()
-        perm = train_idx[torch.randperm(len(train_idx), generator=generator)]
-        for start in range(0, len(perm), config.batch_size):
-            idx = perm[start : start + config.batch_size]
-            if len(idx) < 2:
-                continue
-            x, y = images[idx], labels[idx]
-            if config.augment:
-                x = augment_images(x, generator=generator)
-            logits = classifier(x)
-            loss = config.beta_c * F.cross_entropy(logits, y)
-            if config.vicious:
-                # G's gradient of this sum is beta_R * dL_R/dG, exactly Algorithm 1's update of G.
-                loss = loss + config.beta_r * reconstruction_loss(
-                    decoder(logits), x, alpha=config.alpha, gamma=config.gamma
+    with torch.random.fork_rng(devices=[]):  # seeded by the argument, the caller's state untouched
+        torch.manual_seed(config.seed)
+        train_idx, val_idx = _split(len(images), config.validation_fraction, generator)
+        classifier = TaskClassifier(input_shape=spec.input_shape, num_classes=spec.num_classes, width=config.width)
+        decoder = OutputDecoder(num_classes=spec.num_classes, image_shape=spec.input_shape)
+        opt_f = torch.optim.Adam(classifier.parameters(), lr=config.lr)
+        opt_g = torch.optim.Adam(decoder.parameters(), lr=config.lr)
+        best: tuple[float, int, dict[str, Any], dict[str, Any]] | None = None
+        history: list[dict[str, float]] = []
+        for epoch in tqdm(range(config.epochs), desc=f"train {task}", disable=not progress):
+            classifier.train()
+            decoder.train()
+            perm = train_idx[torch.randperm(len(train_idx), generator=generator)]
+            for start in range(0, len(perm), config.batch_size):
+                idx = perm[start : start + config.batch_size]
+                if len(idx) < 2:
+                    continue
+                x, y = images[idx], labels[idx]
+                if config.augment:
+                    x = augment_images(x, generator=generator)
+                logits = classifier(x)
+                loss = config.beta_c * F.cross_entropy(logits, y)
+                if config.vicious:
+                    # G's gradient of this sum is beta_R * dL_R/dG, exactly Algorithm 1's update of G.
+                    loss = loss + config.beta_r * reconstruction_loss(
+                        decoder(logits), x, alpha=config.alpha, gamma=config.gamma
+                    )
+                opt_f.zero_grad(set_to_none=True)
+                opt_g.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_f.step()
+                if config.vicious:
+                    opt_g.step()
+            classifier.eval()
+            decoder.eval()
+            with torch.no_grad():
+                logits = classifier_outputs(classifier, images[val_idx])
+                ce = float(F.cross_entropy(logits, labels[val_idx]))
+                rec = float(
+                    reconstruction_loss(decoder(logits), images[val_idx], alpha=config.alpha, gamma=config.gamma)
                 )
-            opt_f.zero_grad(set_to_none=True)
-            opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_f.step()
-            if config.vicious:
-                opt_g.step()
-        classifier.eval()
-        decoder.eval()
-        with torch.no_grad():
-            logits = classifier_outputs(classifier, images[val_idx])
-            ce = float(F.cross_entropy(logits, labels[val_idx]))
-            rec = float(reconstruction_loss(decoder(logits), images[val_idx], alpha=config.alpha, gamma=config.gamma))
-            accuracy = float((logits.argmax(1) == labels[val_idx]).float().mean())
-        objective = config.beta_c * ce + config.beta_r * rec
-        history.append(
-            {
-                "epoch": epoch,
-                "val_ce": ce,
-                "val_reconstruction": rec,
-                "val_accuracy": accuracy,
-                "val_objective": objective,
-            }
-        )
-        if best is None or objective <= best[0] or config.keep == "last":
-            best = (objective, epoch, copy.deepcopy(classifier.state_dict()), copy.deepcopy(decoder.state_dict()))
-    assert best is not None
-    classifier.load_state_dict(best[2])
-    decoder.load_state_dict(best[3])
-    return ViciousModels(classifier.eval(), decoder.eval(), config, best[1], history)
+                accuracy = float((logits.argmax(1) == labels[val_idx]).float().mean())
+            objective = config.beta_c * ce + config.beta_r * rec
+            history.append(
+                {
+                    "epoch": epoch,
+                    "val_ce": ce,
+                    "val_reconstruction": rec,
+                    "val_accuracy": accuracy,
+                    "val_objective": objective,
+                }
+            )
+            if best is None or objective <= best[0] or config.keep == "last":
+                best = (objective, epoch, copy.deepcopy(classifier.state_dict()), copy.deepcopy(decoder.state_dict()))
+        assert best is not None
+        classifier.load_state_dict(best[2])
+        decoder.load_state_dict(best[3])
+        return ViciousModels(classifier.eval(), decoder.eval(), config, best[1], history)
 
 
 def train_output_decoder(
@@ -229,17 +232,18 @@ def train_output_decoder(
         torch.Size([2, 1, 28, 28])
     """
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    decoder = OutputDecoder(num_classes=outputs.shape[1], image_shape=tuple(images.shape[1:]))  # type: ignore[arg-type]
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=lr)
-    decoder.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(images), (min(batch_size, len(images)),), generator=generator)
-        loss = reconstruction_loss(decoder(outputs[idx]), images[idx], alpha=alpha, gamma=gamma)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return decoder.eval()
+    with torch.random.fork_rng(devices=[]):  # seeded by the argument, the caller's state untouched
+        torch.manual_seed(seed)  # the decoder's initial weights
+        decoder = OutputDecoder(num_classes=outputs.shape[1], image_shape=tuple(images.shape[1:]))  # type: ignore[arg-type]
+        optimizer = torch.optim.Adam(decoder.parameters(), lr=lr)
+        decoder.train()
+        for _ in range(steps):
+            idx = torch.randint(0, len(images), (min(batch_size, len(images)),), generator=generator)
+            loss = reconstruction_loss(decoder(outputs[idx]), images[idx], alpha=alpha, gamma=gamma)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return decoder.eval()
 
 
 def reconstruction_quality(

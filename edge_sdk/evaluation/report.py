@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from edge_sdk.data.images import ImageSpec, to_unit_range
+from edge_sdk.evaluation.harness import EvaluationReport
 from edge_sdk.figures import pyplot, save_figure, save_image_rows
 from edge_sdk.fileio import atomic_write, write_json
 
@@ -144,7 +143,7 @@ def _markdown(report: dict[str, Any], figures: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], out_dir: str | Path, *, spec: ImageSpec) -> dict[str, Path]:
+def write_report(report: EvaluationReport, out_dir: str | Path, *, spec: ImageSpec) -> dict[str, Path]:
     """Write ``report.json``, ``report.md`` and the PNG figures into ``out_dir``.
 
     Args:
@@ -157,19 +156,19 @@ def write_report(report: dict[str, Any], out_dir: str | Path, *, spec: ImageSpec
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = {k: v for k, v in report.items() if not k.startswith("_")}
+    data = report.to_json()
     figures: dict[str, str] = {"tradeoff": _plot_tradeoff(data, out / "tradeoff.png").name}
     a1 = _plot_a1(data, out / "a1_curves.png")
     if a1 is not None:
         figures["a1"] = a1.name
-    originals = to_unit_range(report["_originals"][:GRID_FACES], spec)
-    grids: dict[str, dict[str, torch.Tensor]] = report.get("_reconstructions", {})
-    for defence, images in grids.items():
-        rows = [("original", originals)] + [
-            (attack[:18], to_unit_range(rebuilt[:GRID_FACES], spec)) for attack, rebuilt in images.items()
-        ]
-        path = save_image_rows(rows, out / f"reconstructions_{_slug(defence)}.png")
-        figures[f"grid:{defence}"] = path.name
+    if report.originals is not None:  # reconstructions next to the faces they come from
+        originals = to_unit_range(report.originals[:GRID_FACES], spec)
+        for defence, images in report.reconstructions.items():
+            rows = [("original", originals)] + [
+                (attack[:18], to_unit_range(rebuilt[:GRID_FACES], spec)) for attack, rebuilt in images.items()
+            ]
+            path = save_image_rows(rows, out / f"reconstructions_{_slug(defence)}.png")
+            figures[f"grid:{defence}"] = path.name
     paths = {"json": write_json(out / "report.json", data)}
     markdown = _markdown(data, figures)
     paths["markdown"] = atomic_write(out / "report.md", lambda p: p.write_text(markdown))

@@ -1,4 +1,4 @@
-"""Training a kit from public faces (paper Sec. VI-A, App. M; DESIGN sections 2-4).
+"""Training a kit from public faces (paper Sec. VI-A, App. M; docs/kit.md).
 
 Three stages, each seeded: the encoder and pose head end to end on the head-pose
 task (the deployment scenario), the generator as a WGAN-GP on augmented public
@@ -322,38 +322,39 @@ def train_kit(
         raise ValueError(
             f"public images have shape {tuple(public.images.shape[1:])}, architecture needs {arch.image_shape}"
         )
-    torch.manual_seed(cfg.seed)
-    models = build_models(arch)
-    encoder, head = models["encoder"], models["head"]
-    generator, critic, amortizer = models["generator"], models["critic"], models["amortizer"]
-    log = TrainingLog()
-    stages: list[tuple[str, Callable[[torch.Generator], None]]] = [
-        ("pose", lambda rng: _train_pose(encoder, head, pose_train, cfg, rng, log, progress)),  # type: ignore[arg-type]
-        ("gan", lambda rng: _train_gan(generator, critic, public, arch, cfg, rng, log, progress)),  # type: ignore[arg-type]
-        ("amortizer", lambda rng: _train_amortizer(amortizer, generator, encoder, arch, cfg, rng, log, progress)),  # type: ignore[arg-type]
-    ]
-    for offset, (stage, run) in enumerate(stages):
-        # One generator per stage, so a stage's draws do not depend on the settings of another.
-        rng = torch.Generator().manual_seed(cfg.seed * 1000 + offset)
-        start = time.perf_counter()
-        run(rng)
-        log.seconds[stage] = round(time.perf_counter() - start, 2)
-    training: dict[str, Any] = {
-        "data": data_description,
-        "seed": cfg.seed,
-        "config": asdict(cfg),
-        "seconds": log.seconds,
-        "torch_threads": torch.get_num_threads(),
-    }
-    manifest = KitManifest(
-        name=name,
-        image=spec,
-        architecture=arch,
-        task=task,
-        files={c: ComponentFile(path=f"{c}.safetensors", sha256="0" * 64) for c in models},
-        training=training,
-    )
-    for network in models.values():
-        network.eval()
-    kit = Kit(manifest=manifest, **models)  # type: ignore[arg-type]
-    return kit, log
+    with torch.random.fork_rng(devices=[]):  # seeded by the argument, the caller's state untouched
+        torch.manual_seed(cfg.seed)  # initial weights of every network
+        models = build_models(arch)
+        encoder, head = models["encoder"], models["head"]
+        generator, critic, amortizer = models["generator"], models["critic"], models["amortizer"]
+        log = TrainingLog()
+        stages: list[tuple[str, Callable[[torch.Generator], None]]] = [
+            ("pose", lambda rng: _train_pose(encoder, head, pose_train, cfg, rng, log, progress)),  # type: ignore[arg-type]
+            ("gan", lambda rng: _train_gan(generator, critic, public, arch, cfg, rng, log, progress)),  # type: ignore[arg-type]
+            ("amortizer", lambda rng: _train_amortizer(amortizer, generator, encoder, arch, cfg, rng, log, progress)),  # type: ignore[arg-type]
+        ]
+        for offset, (stage, run) in enumerate(stages):
+            # One generator per stage, so a stage's draws do not depend on the settings of another.
+            rng = torch.Generator().manual_seed(cfg.seed * 1000 + offset)
+            start = time.perf_counter()
+            run(rng)
+            log.seconds[stage] = round(time.perf_counter() - start, 2)
+        training: dict[str, Any] = {
+            "data": data_description,
+            "seed": cfg.seed,
+            "config": asdict(cfg),
+            "seconds": log.seconds,
+            "torch_threads": torch.get_num_threads(),
+        }
+        manifest = KitManifest(
+            name=name,
+            image=spec,
+            architecture=arch,
+            task=task,
+            files={c: ComponentFile(path=f"{c}.safetensors", sha256="0" * 64) for c in models},
+            training=training,
+        )
+        for network in models.values():
+            network.eval()
+        kit = Kit(manifest=manifest, **models)  # type: ignore[arg-type]
+        return kit, log
