@@ -27,7 +27,7 @@ def build_deployment(
     """A Ray Serve application serving the cloud stub from ``num_replicas`` replicas.
 
     Args:
-        settings: Server settings; ``ServerSettings.from_env()`` if omitted.
+        settings: Server settings; read from ``EDGE_CLOUD_*`` variables if omitted.
         num_replicas: Replica processes.
         cpus_per_replica: CPUs Ray reserves per replica.
 
@@ -43,7 +43,7 @@ def build_deployment(
         raise ImportError("Ray Serve is not installed: pip install 'edge-feature-sdk[ray]'") from exc
     from cloud_stub.app import create_app
 
-    chosen = settings or ServerSettings.from_env()
+    chosen = settings or ServerSettings()
 
     def build_app() -> Any:
         # A builder, not an app: Ray calls it inside each replica (it must be a plain
@@ -66,5 +66,6 @@ def app_builder(args: dict[str, str]) -> Any:
     args = dict(args)
     num_replicas = int(args.pop("num_replicas", 2))
     cpus = float(args.pop("cpus_per_replica", 1.0))
-    settings = ServerSettings.from_strings(args, base=ServerSettings.from_env())
+    text: dict[str, Any] = args  # parsed and checked as the environment's values are
+    settings = ServerSettings(**text)
     return build_deployment(settings, num_replicas=num_replicas, cpus_per_replica=cpus)

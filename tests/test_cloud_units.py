@@ -162,10 +162,21 @@ def test_settings_from_environment() -> None:
         }
     )
     assert (settings.database_url, settings.kit, settings.max_model_bytes) == ("sqlite:///x.db", Path("/k"), 10)
-    with pytest.raises(ValueError, match="integer"):
+    with pytest.raises(ValueError, match=r"max_batch\n.*valid integer"):
         ServerSettings.from_env({"EDGE_CLOUD_MAX_BATCH": "many"})
-    with pytest.raises(ValueError, match=">= 1"):
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
         ServerSettings(max_batch=0)
+    with pytest.raises(ValueError, match="verify_budget"):
+        ServerSettings(verify_budget="thorough")
+    with pytest.raises(ValueError, match="Extra inputs"):
+        ServerSettings.from_env({"EDGE_CLOUD_MAX_BACH": "3"})
+
+
+def test_settings_read_the_process_environment_and_arguments_win(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("EDGE_CLOUD_MAX_BATCH", "7")
+    monkeypatch.setenv("EDGE_CLOUD_VERIFY_UPLOADS", "false")
+    assert (ServerSettings().max_batch, ServerSettings().verify_uploads) == (7, False)
+    assert ServerSettings(max_batch=9).max_batch == 9
 
 
 def test_onnx_checks_summarise_a_valid_model() -> None:

@@ -7,15 +7,14 @@ from typing import Annotated
 
 import typer
 
-from cloud_stub.settings import ENV_PREFIX, ServerSettings
+from cloud_stub.settings import ServerSettings
 from cloud_stub.store import Store
 from edge_sdk.console import handle_errors
 
 __all__ = ["create_key", "list_keys", "revoke_key"]
 
 DatabaseOption = Annotated[
-    str | None,
-    typer.Option(help="Database of the service (as for `cloud serve`).", envvar=f"{ENV_PREFIX}DATABASE_URL"),
+    str | None, typer.Option(help="Database of the service: " + ServerSettings.describe("database_url"))
 ]
 
 

@@ -1,0 +1,129 @@
+"""Request and response bodies of the cloud stub's HTTP API (pydantic models, in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "DATASET_PATTERN",
+    "IDEMPOTENCY_PATTERN",
+    "MAX_ID",
+    "MODEL_NAME_PATTERN",
+    "DatasetOut",
+    "HeadOut",
+    "Health",
+    "JobOut",
+    "KitInfo",
+    "ModelListItem",
+    "ModelOut",
+    "PredictionOut",
+    "SamplesOut",
+    "TrainRequest",
+    "VersionInfo",
+]
+
+DATASET_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9_.\- ]{1,128}$"
+IDEMPOTENCY_PATTERN = r"^[\x21-\x7e]{1,128}$"
+MAX_ID = 2**31 - 1  # PostgreSQL INTEGER
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class KitInfo(BaseModel):
+    name: str
+    feature_shape: list[int]
+    num_classes: int
+
+
+class VersionInfo(BaseModel):
+    service: str
+    version: str
+    kit: KitInfo
+    active_head_id: int | None
+    database: str
+    max_batch: int
+
+
+class PredictionOut(BaseModel):
+    head_id: int
+    labels: list[int]
+    probabilities: list[list[float]]
+
+
+class SamplesOut(BaseModel):
+    dataset: str
+    batch_id: int
+    added: int
+    total: int
+    replayed: bool = Field(description="True when the Idempotency-Key matched an earlier upload (nothing stored)")
+
+
+class DatasetOut(BaseModel):
+    dataset: str
+    samples: int
+    batches: int
+    label_counts: dict[str, int]
+
+
+class TrainRequest(BaseModel):
+    dataset: str = Field(pattern=DATASET_PATTERN)
+    epochs: int = Field(default=40, ge=1, le=1000)
+    seed: int = Field(default=0, ge=0, le=MAX_ID)
+    validation_fraction: float = Field(default=0.2, ge=0.05, le=0.5)
+    activate: bool = Field(default=True, description="Serve the new head as soon as it is trained")
+
+
+class JobOut(BaseModel):
+    id: int
+    dataset: str
+    status: str
+    params: dict[str, Any]
+    error: str | None
+    head_id: int | None
+    val_accuracy: float | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+class HeadOut(BaseModel):
+    id: int
+    source: str
+    dataset: str | None
+    val_accuracy: float | None
+    train_samples: int | None
+    val_samples: int | None
+    job_id: int | None
+    created_at: float
+    active: bool
+
+
+class ModelOut(BaseModel):
+    id: int
+    name: str
+    task: str
+    sha256: str
+    size_bytes: int
+    status: str = Field(
+        description="'unverified' (queued), 'verifying', 'verified' (report holds the verdict) or 'failed'"
+    )
+    summary: dict[str, Any]
+    report: dict[str, Any] | None
+    created_at: float
+    replayed: bool = False
+
+
+class ModelListItem(BaseModel):
+    id: int
+    name: str
+    task: str
+    sha256: str
+    size_bytes: int
+    status: str
+    created_at: float
