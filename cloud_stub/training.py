@@ -54,8 +54,7 @@ class BackgroundWorker:
 
     def start(self) -> None:
         """Start the worker and queue the jobs a previous run left unfinished."""
-        for job_id in self.store.unfinished_jobs():
-            self.store.update_job(job_id, status="queued", started_at=None)
+        for job_id in self.store.unfinished_jobs():  # requeued by the store, within their attempts
             self._queue.put(("train", job_id))
         if self.verify_uploads:
             for model_id in self.store.models_to_verify():
@@ -94,7 +93,7 @@ class BackgroundWorker:
             return  # verified already, or another replica has it
         record = self.store.model(model_id)
         try:
-            report = verify_onnx(self.store.model_onnx(model_id), task=record["task"], budget=self.verify_budget)
+            report = verify_onnx(self.store.model_onnx(model_id), task=record.task, budget=self.verify_budget)
         except Exception as exc:  # recorded on the model, never kills the worker
             _log.exception("verification of model %s failed", model_id)
             self.store.set_model_report(model_id, status="failed", report={"error": f"{type(exc).__name__}: {exc}"})
@@ -105,9 +104,9 @@ class BackgroundWorker:
         if not self.store.claim_job(job_id):
             return  # another replica runs it
         job = self.store.job(job_id)
-        params = job["params"]
+        params = job.params
         try:
-            features, labels = self.store.load_dataset(job["dataset"])
+            features, labels = self.store.load_dataset(job.dataset)
             fit = fit_head(
                 features,
                 labels,
@@ -119,7 +118,7 @@ class BackgroundWorker:
             head_id = self.store.add_head(
                 head_to_bytes(fit.head),
                 source="trained",
-                dataset=job["dataset"],
+                dataset=job.dataset,
                 val_accuracy=fit.val_accuracy,
                 train_samples=fit.train_samples,
                 val_samples=fit.val_samples,

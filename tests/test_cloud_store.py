@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from cloud_stub import ConflictError, NotFoundError, Store, StoreError
 from cloud_stub.cli.root import app as cloud_app
-from cloud_stub.store import hash_api_key
+from cloud_stub.store import DatasetSummary, hash_api_key
 from edge_sdk.cli import app
 
 FEATURE = (4, 2, 2)
@@ -42,11 +42,17 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = request.getfixturevalue("postgres_url")
     # One database per test: drop the tables the previous test made.
     store = Store(url)
-    from cloud_stub.store import metadata
-
-    metadata.drop_all(store.engine)
+    _drop_everything(store)
     store.dispose()
     yield url
+
+
+def _drop_everything(store: Store) -> None:
+    from cloud_stub.store.schema import metadata
+
+    metadata.drop_all(store.engine)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
 
 
 def _batch(value: float, n: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -86,12 +92,9 @@ def test_idempotent_upload_and_restart(store_url: str) -> None:
     loaded_features, loaded_labels = reopened.load_dataset("d")
     np.testing.assert_array_equal(loaded_features[:3], features)
     assert loaded_labels.tolist() == [0, 1, 2, 0, 1, 0, 1]
-    assert reopened.dataset_summary("d") == {
-        "dataset": "d",
-        "samples": 7,
-        "batches": 3,
-        "label_counts": {"0": 3, "1": 3, "2": 1},
-    }
+    assert reopened.dataset_summary("d") == DatasetSummary(
+        dataset="d", samples=7, batches=3, label_counts={"0": 3, "1": 3, "2": 1}
+    )
     with pytest.raises(NotFoundError):
         reopened.dataset_summary("other")
     reopened.dispose()
@@ -130,7 +133,7 @@ def test_jobs_heads_and_models_round_trip(store_url: str) -> None:
     job = store.create_job("d", {"epochs": 1})
     assert store.unfinished_jobs() == [job]
     store.update_job(job, status="succeeded", head_id=head)
-    assert store.unfinished_jobs() == [] and store.job(job)["params"] == {"epochs": 1}
+    assert store.unfinished_jobs() == [] and store.job(job).params == {"epochs": 1}
     with pytest.raises(ValueError):
         store.update_job(job, status="exploded")
     model, replayed = store.add_model(
@@ -140,7 +143,7 @@ def test_jobs_heads_and_models_round_trip(store_url: str) -> None:
         b"onnx", name="m", task="orl-pose", summary={}, api_key_id=key_id, idempotency_key="m1"
     ) == (model, True)
     record = store.model(model)
-    assert record["status"] == "unverified" and record["summary"] == {"a": 1} and "onnx" not in record
+    assert record.status == "unverified" and record.summary == {"a": 1} and not hasattr(record, "onnx")
     store.dispose()
 
 
@@ -170,12 +173,11 @@ def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
 
 def test_service_runs_on_postgresql_and_keeps_data_across_a_restart(postgres_url: str, tmp_path: Path) -> None:
     from cloud_stub.local import local_server
-    from cloud_stub.store import metadata
     from edge_sdk.client import CloudClient
 
     store = Store(postgres_url)
-    metadata.drop_all(store.engine)
-    metadata.create_all(store.engine)
+    _drop_everything(store)
+    store.migrate()
     key = store.create_api_key("device")
     features = np.random.default_rng(0).normal(size=(6, 32, 16, 16)).astype(np.float32)
     with local_server(postgres_url, log=tmp_path / "pg.log") as base, CloudClient(base, api_key=key) as client:

@@ -270,8 +270,8 @@ def test_worker_resumes_a_job_left_running_by_a_stopped_server(tmp_path: Path) -
     worker.start()
     worker.stop()
     record = store.job(job)
-    assert record["status"] == "succeeded" and served.head_id == record["head_id"] == store.active_head_id()
-    assert store.job(failing)["status"] == "failed" and "NotFoundError" in store.job(failing)["error"]
+    assert record.status == "succeeded" and served.head_id == record.head_id == store.active_head_id()
+    assert store.job(failing).status == "failed" and "NotFoundError" in (store.job(failing).error or "")
 
 
 # --- labels CSV ----------------------------------------------------------------------------------

@@ -301,8 +301,9 @@ def test_the_service_worker_verifies_an_upload_and_the_cli_gives_the_verdict(
     worker.start()  # picks up the unverified upload, as after a restart
     worker.stop(timeout=300)
     record = store.model(model_id)
-    assert record["status"] == "verified", record["report"]
-    report = record["report"]
+    assert record.status == "verified", record.report
+    report = record.report
+    assert report is not None
     assert report["verdict"] in ("honest", "vicious") and report["model"]["operators"]
     assert set(report) >= {
         "v",

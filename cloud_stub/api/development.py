@@ -1,5 +1,7 @@
 """Routes tagged ``development``: collect labelled crafted features and train new heads on them."""
 
+from dataclasses import asdict
+
 from fastapi import APIRouter
 
 from cloud_stub.api.dependencies import (
@@ -66,7 +68,7 @@ def collect(
 @router.get("/v1/datasets/{dataset}", responses={404: {"description": "No such dataset"}})
 def dataset_summary(_: KeyId, dataset: DatasetName, store: StoreDep) -> DatasetOut:
     """Samples, upload batches and label counts of a collected dataset."""
-    return DatasetOut(**store.dataset_summary(dataset))
+    return DatasetOut.model_validate(store.dataset_summary(dataset), from_attributes=True)
 
 
 @router.post("/v1/heads", status_code=202, responses={404: {"description": "No such dataset"}})
@@ -75,16 +77,16 @@ def train_head(_: KeyId, request: TrainRequest, store: StoreDep, worker: WorkerD
     store.dataset_summary(request.dataset)  # 404 now rather than a failed job later
     job_id = store.create_job(request.dataset, request.model_dump(exclude={"dataset"}))
     worker.submit(job_id)
-    return JobOut(**store.job(job_id))
+    return JobOut.model_validate(store.job(job_id), from_attributes=True)
 
 
 @router.get("/v1/heads")
 def list_heads(_: KeyId, store: StoreDep, served: ServedDep) -> list[HeadOut]:
     """Every head the service has stored; ``active`` marks the one that answers predictions."""
-    return [HeadOut(**h, active=h["id"] == served.head_id) for h in store.list_heads()]
+    return [HeadOut(**asdict(h), active=h.id == served.head_id) for h in store.list_heads()]
 
 
 @router.get("/v1/jobs/{job_id}", responses={404: {"description": "No such job"}})
 def job(_: KeyId, job_id: RecordId, store: StoreDep) -> JobOut:
     """A training job: status, error, the head it produced and its validation accuracy."""
-    return JobOut(**store.job(job_id))
+    return JobOut.model_validate(store.job(job_id), from_attributes=True)

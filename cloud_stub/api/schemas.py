@@ -90,6 +90,7 @@ class JobOut(BaseModel):
     created_at: float
     started_at: float | None
     finished_at: float | None
+    attempts: int = Field(description="Times a worker started the job (bounded; see the store)")
 
 
 class HeadOut(BaseModel):
@@ -116,6 +117,7 @@ class ModelOut(BaseModel):
     summary: dict[str, Any]
     report: dict[str, Any] | None
     created_at: float
+    attempts: int = Field(description="Times a worker started verifying the model (bounded)")
     replayed: bool = False
 
 

@@ -2,6 +2,7 @@
 
 import re
 import time
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -53,16 +54,16 @@ def upload_model(
     record = store.model(model_id)
     if worker.verify_uploads and not replayed:
         worker.submit_verification(model_id)
-    return ModelOut(**record, replayed=replayed)
+    return ModelOut(**asdict(record), replayed=replayed)
 
 
 @router.get("/v1/models")
 def list_models(_: KeyId, store: StoreDep) -> list[ModelListItem]:
     """Every uploaded model and its verification status."""
-    return [ModelListItem(**m) for m in store.list_models()]
+    return [ModelListItem.model_validate(m, from_attributes=True) for m in store.list_models()]
 
 
 @router.get("/v1/models/{model_id}", responses={404: {"description": "No such model"}})
 def model_report(_: KeyId, model_id: RecordId, store: StoreDep) -> ModelOut:
     """An uploaded model's record and verification report (null until verified)."""
-    return ModelOut(**store.model(model_id))
+    return ModelOut.model_validate(store.model(model_id), from_attributes=True)

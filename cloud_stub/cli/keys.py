@@ -36,9 +36,9 @@ def create_key(
 def list_keys(database_url: DatabaseOption = None) -> None:
     """List key names and dates (keys themselves are not stored)."""
     for record in _store(database_url).list_api_keys():
-        created = datetime.datetime.fromtimestamp(record["created_at"], datetime.UTC).isoformat(timespec="seconds")
-        state = "revoked" if record["revoked_at"] else "active"
-        typer.echo(f"{record['id']}\t{record['name']}\t{created}\t{state}")
+        created = datetime.datetime.fromtimestamp(record.created_at, datetime.UTC).isoformat(timespec="seconds")
+        state = "revoked" if record.revoked_at else "active"
+        typer.echo(f"{record.id}\t{record.name}\t{created}\t{state}")
 
 
 @handle_errors

@@ -1,0 +1,84 @@
+-- A cloud stub database as the release before schema migrations created it
+-- (SQLAlchemy create_all, no alembic_version table), with one row of each kind.
+-- Its API key: esk_release0-fixture-key
+BEGIN TRANSACTION;
+CREATE TABLE api_keys (
+	id INTEGER NOT NULL, 
+	name VARCHAR(64) NOT NULL, 
+	key_hash VARCHAR(64) NOT NULL, 
+	created_at FLOAT NOT NULL, 
+	revoked_at FLOAT, 
+	PRIMARY KEY (id), 
+	UNIQUE (name), 
+	UNIQUE (key_hash)
+);
+INSERT INTO "api_keys" VALUES(1,'phone-1','00817a94202c9971a71097c6b1150b769829c250e6b66584ed95b3dbd49e68a1',1764460800.0,NULL);
+CREATE TABLE heads (
+	id INTEGER NOT NULL, 
+	source VARCHAR(16) NOT NULL, 
+	dataset VARCHAR(64), 
+	state BLOB NOT NULL, 
+	val_accuracy FLOAT, 
+	train_samples INTEGER, 
+	val_samples INTEGER, 
+	job_id INTEGER, 
+	created_at FLOAT NOT NULL, 
+	PRIMARY KEY (id)
+);
+INSERT INTO "heads" VALUES(1,'kit',NULL,X'686561642D6279746573',NULL,NULL,NULL,NULL,1.79607970562160229686e+09);
+CREATE TABLE sample_batches (
+	id INTEGER NOT NULL, 
+	dataset VARCHAR(64) NOT NULL, 
+	samples INTEGER NOT NULL, 
+	label_counts TEXT NOT NULL, 
+	payload BLOB NOT NULL, 
+	payload_sha256 VARCHAR(64) NOT NULL, 
+	api_key_id INTEGER NOT NULL, 
+	idempotency_key VARCHAR(128), 
+	created_at FLOAT NOT NULL, 
+	PRIMARY KEY (id), 
+	CONSTRAINT uq_samples_idempotency UNIQUE (api_key_id, idempotency_key), 
+	FOREIGN KEY(api_key_id) REFERENCES api_keys (id)
+);
+INSERT INTO "sample_batches" VALUES(1,'pose',2,'{"0": 1, "2": 1}',X'88000000000000007B226C6162656C73223A7B226474797065223A22493634222C227368617065223A5B325D2C22646174615F6F666673657473223A5B302C31365D7D2C226665617475726573223A7B226474797065223A22463332222C227368617065223A5B322C342C322C325D2C22646174615F6F666673657473223A5B31362C3134345D7D7D202020202020200000000000000000020000000000000000000000CDCCCC3DCDCC4C3E9A99993ECDCCCC3E0000003F9A99193F3333333FCDCC4C3F6666663F0000803FCDCC8C3F9A99993F6666A63F3333B33F0000C03FCDCCCC3F9A99D93F6666E63F3333F33F0000004066660640CDCC0C40333313409A9919400000204066662640CDCC2C40333333409A9939400000404066664640','9fe40aba5e0ee0b32f737f27036c0b011c28808b62d0b157df279de1170a2a0b',1,'batch-1',1.79607970561527323719e+09);
+CREATE TABLE service_state (
+	"key" VARCHAR(64) NOT NULL, 
+	value TEXT NOT NULL, 
+	PRIMARY KEY ("key")
+);
+INSERT INTO "service_state" VALUES('active_head_id','1');
+INSERT INTO "service_state" VALUES('kit','orl-default:32x16x16:3:64');
+CREATE TABLE training_jobs (
+	id INTEGER NOT NULL, 
+	dataset VARCHAR(64) NOT NULL, 
+	status VARCHAR(16) NOT NULL, 
+	params TEXT NOT NULL, 
+	error TEXT, 
+	head_id INTEGER, 
+	val_accuracy FLOAT, 
+	created_at FLOAT NOT NULL, 
+	started_at FLOAT, 
+	finished_at FLOAT, 
+	PRIMARY KEY (id)
+);
+INSERT INTO "training_jobs" VALUES(1,'pose','failed','{"epochs": 1}','interrupted',NULL,NULL,1.7960797056235070228e+09,NULL,NULL);
+CREATE TABLE uploaded_models (
+	id INTEGER NOT NULL, 
+	name VARCHAR(128) NOT NULL, 
+	task VARCHAR(32) NOT NULL, 
+	sha256 VARCHAR(64) NOT NULL, 
+	size_bytes INTEGER NOT NULL, 
+	onnx BLOB NOT NULL, 
+	summary TEXT NOT NULL, 
+	status VARCHAR(16) NOT NULL, 
+	report TEXT, 
+	api_key_id INTEGER NOT NULL, 
+	idempotency_key VARCHAR(128), 
+	created_at FLOAT NOT NULL, 
+	PRIMARY KEY (id), 
+	CONSTRAINT uq_models_idempotency UNIQUE (api_key_id, idempotency_key), 
+	FOREIGN KEY(api_key_id) REFERENCES api_keys (id)
+);
+INSERT INTO "uploaded_models" VALUES(1,'m.onnx','fashion-mnist','fa82b28d80c5a2a2ae6ca02105951a9c266cdaceb1a8d4ff00cc4c584d3dd783',10,X'6F6E6E782D6279746573','{"nodes": 3}','unverified',NULL,1,NULL,1.79607970562548065187e+09);
+CREATE INDEX ix_sample_batches_dataset ON sample_batches (dataset);
+COMMIT;
