@@ -86,72 +86,105 @@ def run_folder_job(
     files = list_images(folder)
     config = {**config, "faces": asdict(policy)}
     parts = out.with_name(out.name + ".parts")
-    fingerprint = _fingerprint(files, batch_size, config)
-    state_path = parts / "state.json"
-    if restart and parts.exists():
-        shutil.rmtree(parts)
-    if parts.exists():
-        try:
-            state = json.loads(state_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            state = {}
-        if state.get("fingerprint") != fingerprint:
-            raise ResumeMismatchError(
-                f"{parts}: unfinished work from another folder content or other settings; "
-                "rerun with --restart to discard it"
-            )
-    else:
-        write_json(state_path, {"fingerprint": fingerprint, "files": len(files), "batch_size": batch_size})
+    _open_parts(
+        parts,
+        fingerprint=_fingerprint(files, batch_size, config),
+        restart=restart,
+        files=len(files),
+        batch_size=batch_size,
+    )
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     start = time.perf_counter()
     resumed = 0
     with tqdm(total=len(files), desc=desc, unit="img", disable=not progress) as bar:
         for index, names in enumerate(batches):
-            part = parts / f"batch_{index:05d}.npz"
-            if part.exists() and (parts / f"batch_{index:05d}.json").exists():
+            if _batch_done(parts, index):
                 resumed += 1
-                bar.update(len(names))
-                continue
-            batch = next(iter_folder_batches(folder, spec, batch_size=len(names), files=names, policy=policy))
-            if batch.files:
-                features, diagnostics = transform(batch)
             else:
-                features, diagnostics = np.empty((0,)), {}
-            skipped = [{"file": s.file, "reason": s.reason} for s in batch.skipped]
-            # Diagnostics first, features last: a batch counts as done once its .npz exists.
-            write_json(parts / f"batch_{index:05d}.json", {"diagnostics": diagnostics, "skipped": skipped})
-            if batch.files:
-                write_features(part, features=features, files=batch.files, faces=batch.faces, config=config)
-            else:
-                write_features(part, features=np.empty((0, 0), np.float32), files=[], config=config)
+                batch = next(iter_folder_batches(folder, spec, batch_size=len(names), files=names, policy=policy))
+                _write_batch(parts, index, batch, transform, config)
             bar.update(len(names))
-    chunks, kept, kept_faces, skipped_all, per_batch = [], [], [], [], []
-    for index in range(len(batches)):
-        record = json.loads((parts / f"batch_{index:05d}.json").read_text())
-        skipped_all.extend(record["skipped"])
-        per_batch.append(record["diagnostics"])
-        written = read_features(parts / f"batch_{index:05d}.npz")
-        if written.files:
-            chunks.append(written.features)
-            kept.extend(written.files)
-            kept_faces.extend(written.faces)
-    if not kept:
+    result = _assemble(parts, len(batches), out, config)
+    if not result.files:
         shutil.rmtree(parts, ignore_errors=True)
         raise EmptyInputError(f"{folder}: none of {len(files)} image files could be read")
-    write_features(out, features=np.concatenate(chunks), files=kept, faces=kept_faces, config=config)
     diagnostics_path = write_json(
         out.with_suffix(".json"),
         {
-            "images": len(kept),
-            "skipped": skipped_all,
+            "images": len(result.files),
+            "skipped": result.skipped,
             "batches": len(batches),
             "resumed_batches": resumed,
             "seconds_this_run": round(time.perf_counter() - start, 3),
             "config": config,
-            "per_batch": per_batch,
+            "per_batch": result.per_batch,
         },
     )
     shutil.rmtree(parts, ignore_errors=True)
     return FolderJobResult(
-        out=out, images=len(kept), skipped=skipped_all, resumed_batches=resumed, diagnostics_path=diagnostics_path
+        out=out,
+        images=len(result.files),
+        skipped=result.skipped,
+        resumed_batches=resumed,
+        diagnostics_path=diagnostics_path,
     )
+
+
+def _open_parts(parts: Path, *, fingerprint: str, restart: bool, files: int, batch_size: int) -> None:
+    """Start ``parts/`` for this job, or check that the unfinished work there is this job's."""
+    state_path = parts / "state.json"
+    if restart and parts.exists():
+        shutil.rmtree(parts)
+    if not parts.exists():
+        write_json(state_path, {"fingerprint": fingerprint, "files": files, "batch_size": batch_size})
+        return
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        state = {}
+    if state.get("fingerprint") != fingerprint:
+        raise ResumeMismatchError(
+            f"{parts}: unfinished work from another folder content or other settings; "
+            "rerun with --restart to discard it"
+        )
+
+
+def _batch_done(parts: Path, index: int) -> bool:
+    return (parts / f"batch_{index:05d}.npz").exists() and (parts / f"batch_{index:05d}.json").exists()
+
+
+def _write_batch(
+    parts: Path, index: int, batch: FolderImages, transform: BatchTransform, config: dict[str, Any]
+) -> None:
+    """Transform one decoded batch and write it; it counts as done once its ``.npz`` exists."""
+    features, diagnostics = transform(batch) if batch.files else (np.empty((0, 0), np.float32), {})
+    skipped = [{"file": s.file, "reason": s.reason} for s in batch.skipped]
+    # Diagnostics first, features last: a batch counts as done once its .npz exists.
+    write_json(parts / f"batch_{index:05d}.json", {"diagnostics": diagnostics, "skipped": skipped})
+    write_features(
+        parts / f"batch_{index:05d}.npz", features=features, files=batch.files, faces=batch.faces, config=config
+    )
+
+
+@dataclass
+class _Assembled:
+    files: list[str]
+    skipped: list[dict[str, str]]
+    per_batch: list[dict[str, Any]]
+
+
+def _assemble(parts: Path, batches: int, out: Path, config: dict[str, Any]) -> _Assembled:
+    """Join the finished batches into ``out`` (written only if some face was read)."""
+    chunks, files, faces, skipped, per_batch = [], [], [], [], []
+    for index in range(batches):
+        record = json.loads((parts / f"batch_{index:05d}.json").read_text())
+        skipped.extend(record["skipped"])
+        per_batch.append(record["diagnostics"])
+        written = read_features(parts / f"batch_{index:05d}.npz")
+        if written.files:
+            chunks.append(written.features)
+            files.extend(written.files)
+            faces.extend(written.faces)
+    if files:
+        write_features(out, features=np.concatenate(chunks), files=files, faces=faces, config=config)
+    return _Assembled(files=files, skipped=skipped, per_batch=per_batch)
