@@ -38,6 +38,6 @@ def kit_train(
     kit, log = train_orl_kit(out, config=config, progress=not quiet)
     report = write_training_report(kit, log, out, inversion_steps=report_inversion_steps)
     typer.echo(f"kit written to {out}; report: {out / 'report.md'}")
-    if "pose_accuracy" in report["metrics"]:
-        for split, acc in report["metrics"]["pose_accuracy"].items():
+    if "pose_accuracy" in report.metrics:
+        for split, acc in report.metrics["pose_accuracy"].items():
             typer.echo(f"  pose accuracy {split}: {acc:.3f}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,44 @@ from edge_sdk.kit.kit import Kit
 from edge_sdk.kit.training import TrainingLog
 from edge_sdk.metrics import psnr, ssim
 
-__all__ = ["evaluate_kit", "write_training_report"]
+__all__ = ["KitEvaluation", "KitReport", "evaluate_kit", "write_training_report"]
+
+
+@dataclass
+class KitEvaluation:
+    """What :func:`evaluate_kit` measured, and the pictures behind the inversion figures.
+
+    Attributes:
+        metrics: ``pose_accuracy`` per split and ``pose_majority_baseline`` (if the kit
+            has a head), and ``inversion_private_test``: feature loss, SSIM and PSNR of
+            the white-box inversion at the amortizer's guess and after the Adam steps.
+        pictures: ``original``, ``amortized`` and ``inverted`` private-test faces,
+            ``(N, C, S, S)`` in ``[0, 1]``.
+    """
+
+    metrics: dict[str, Any]
+    pictures: dict[str, torch.Tensor] = field(repr=False)
+
+
+@dataclass
+class KitReport:
+    """A kit's training report; :meth:`to_json` is ``report.json``.
+
+    Attributes:
+        kit: The kit's name.
+        training: The manifest's training record (data, seed, settings, seconds).
+        metrics: See :class:`KitEvaluation`.
+        figures: PNG files written beside the report.
+    """
+
+    kit: str
+    training: dict[str, Any]
+    metrics: dict[str, Any]
+    figures: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as a JSON-ready dictionary."""
+        return asdict(self)
 
 
 def _accuracy(kit: Kit, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -34,13 +71,13 @@ def _accuracy(kit: Kit, images: torch.Tensor, labels: torch.Tensor) -> float:
         return float((kit.head(kit.encode(images)).argmax(1) == labels).float().mean())
 
 
-def evaluate_kit(kit: Kit, *, inversion_steps: int = 200, inversion_lr: float = 0.05, seed: int = 0) -> dict[str, Any]:
+def evaluate_kit(kit: Kit, *, inversion_steps: int = 200, inversion_lr: float = 0.05, seed: int = 0) -> KitEvaluation:
     """Measure a kit trained on ORL: pose accuracy per split, inversion of private-test features.
 
     Returns:
-        ``pose_accuracy`` per split, and for the white-box inversion of raw
-        private-test features, feature loss, SSIM and PSNR against the originals
-        at the amortizer's guess and after ``inversion_steps`` Adam steps.
+        The metrics (``pose_accuracy`` per split; for the white-box inversion of raw
+        private-test features, feature loss, SSIM and PSNR against the originals at
+        the amortizer's guess and after ``inversion_steps`` Adam steps) and the pictures.
     """
     spec = kit.spec
     splits = {name: load_orl(name, spec=spec) for name in ("public-train", "public-val", "private-test")}
@@ -86,20 +123,19 @@ def evaluate_kit(kit: Kit, *, inversion_steps: int = 200, inversion_lr: float = 
             "psnr_db": float(psnr(inverted, original).mean()),
         },
     }
-    result["_images"] = {"original": original, "amortized": amortized, "inverted": inverted}
-    return result
+    return KitEvaluation(metrics=result, pictures={"original": original, "amortized": amortized, "inverted": inverted})
 
 
-def write_training_report(kit: Kit, log: TrainingLog, out: str | Path, *, inversion_steps: int = 200) -> dict[str, Any]:
+def write_training_report(kit: Kit, log: TrainingLog, out: str | Path, *, inversion_steps: int = 200) -> KitReport:
     """Evaluate a freshly trained ORL kit and write the report files into ``out``.
 
     Returns:
-        The report as written to ``report.json``.
+        The report; ``report.json`` holds its :meth:`KitReport.to_json`.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = evaluate_kit(kit, inversion_steps=inversion_steps)
-    pictures = metrics.pop("_images")
+    evaluation = evaluate_kit(kit, inversion_steps=inversion_steps)
+    pictures = evaluation.pictures
     with torch.no_grad():
         samples = to_unit_range(
             kit.generator(torch.randn(64, kit.architecture.latent_dim, generator=torch.Generator().manual_seed(0))),
@@ -117,14 +153,14 @@ def write_training_report(kit: Kit, log: TrainingLog, out: str | Path, *, invers
     )
     curves = {k: v for k, v in asdict(log).items() if isinstance(v, list) and v}
     plot_curves(curves, out / "training_curves.png", title=f"kit '{kit.manifest.name}' training")
-    report = {
-        "kit": kit.manifest.name,
-        "training": kit.manifest.training,
-        "metrics": metrics,
-        "figures": ["generator_samples.png", "inversions.png", "training_curves.png"],
-    }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(_markdown(report), encoding="utf-8")
+    report = KitReport(
+        kit=kit.manifest.name,
+        training=kit.manifest.training,
+        metrics=evaluation.metrics,
+        figures=["generator_samples.png", "inversions.png", "training_curves.png"],
+    )
+    (out / "report.json").write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(_markdown(report.to_json()), encoding="utf-8")
     return report
 
 
