@@ -132,7 +132,8 @@ def load_kit(path: str | Path | None = None, *, verify: bool = True) -> Kit:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise KitManifestError(f"{manifest_path}: not valid JSON ({exc})") from exc
     manifest = KitManifest.from_json(data, source=str(manifest_path))
-    modules = build_models(manifest.architecture)
+    with torch.random.fork_rng(devices=[]):  # initial weights are overwritten; keep the caller's random stream
+        modules = build_models(manifest.architecture)
     loaded: dict[str, nn.Module] = {}
     for component, entry in manifest.files.items():
         file = folder / entry.path
