@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from numpy.lib import format as npy_format
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
@@ -65,8 +66,44 @@ def test_object_npy_is_refused_without_unpickling() -> None:
 
     buffer = io.BytesIO()
     np.save(buffer, np.array([Boom()], dtype=object), allow_pickle=True)
-    with pytest.raises(PayloadFormatError, match="pickle"):
+    with pytest.raises(PayloadFormatError, match="unpickling"):
         decode_tensors(buffer.getvalue())
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def test_npy_header_is_checked_against_the_body_before_anything_is_allocated() -> None:
+    header = npy_format.header_data_from_array_1_0(np.zeros((1,), np.float32))
+    header["shape"] = (100_000, 100_000, 100)  # 3.64 TiB declared
+    buffer = io.BytesIO()
+    npy_format.write_array_header_1_0(buffer, header)
+    body = buffer.getvalue() + bytes(64)
+    assert len(body) < 256
+    with pytest.raises(PayloadFormatError, match=r"declares shape \(100000, 100000, 100\).*64 bytes follow"):
+        decode_tensors(body)
+    whole = _npy(np.zeros((2, 3), np.float32))
+    with pytest.raises(PayloadFormatError, match="declares"):
+        decode_tensors(whole[:-4])  # truncated
+    with pytest.raises(PayloadFormatError, match="declares"):
+        decode_tensors(whole + b"\0" * 4)  # trailing bytes
+
+
+def test_npy_byte_order_and_memory_order_are_normalised() -> None:
+    values = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    for variant in (values.astype(">f4"), np.asfortranarray(values), np.asfortranarray(values.astype(">f4"))):
+        decoded = decode_tensors(_npy(variant))["features"]
+        np.testing.assert_array_equal(decoded, values)
+        assert decoded.dtype == np.float32 and decoded.flags.c_contiguous and decoded.flags.writeable
+
+
+def test_structured_npy_is_refused() -> None:
+    record = np.zeros(3, dtype=[("x", "<f4"), ("y", "<i8")])
+    with pytest.raises(PayloadFormatError, match="structured"):
+        decode_tensors(_npy(record))
 
 
 def test_feature_and_label_checks() -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 
 import numpy as np
+from numpy.lib import format as npy_format
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
@@ -51,23 +53,53 @@ def encode_tensors(tensors: dict[str, np.ndarray]) -> bytes:
     return save_safetensors({name: np.ascontiguousarray(array) for name, array in tensors.items()})
 
 
+def _decode_npy(body: bytes) -> np.ndarray:
+    """One ``.npy`` array, its header checked against the body before anything is allocated.
+
+    ``np.load`` reserves the size a header declares before reading the data, so a
+    192-byte body can ask for terabytes; here the declared size must equal the bytes
+    that follow the header. Object and structured dtypes are refused (the first would
+    need unpickling); any byte order is converted to the machine's.
+    """
+    stream = io.BytesIO(body)
+    try:
+        version = npy_format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = npy_format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = npy_format.read_array_header_2_0(stream)
+        else:
+            raise PayloadFormatError(f".npy format version {version[0]}.{version[1]} is not accepted (1.0 or 2.0)")
+    except (ValueError, EOFError, OSError) as exc:
+        raise PayloadFormatError(f"malformed .npy payload: {exc}") from exc
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise PayloadFormatError(
+            f".npy dtype {dtype.descr if dtype.fields else dtype.str!r} is refused (an object array would need "
+            "unpickling, a structured one is not a tensor): send a plain numeric array"
+        )
+    count = math.prod(int(n) for n in shape)
+    declared, present = count * dtype.itemsize, len(body) - stream.tell()
+    if declared != present:
+        raise PayloadFormatError(
+            f".npy header declares shape {tuple(shape)} of {dtype.str} ({declared} bytes) but {present} bytes follow it"
+        )
+    flat = np.frombuffer(body, dtype=dtype, count=count, offset=stream.tell())
+    array = flat.reshape(shape, order="F" if fortran_order else "C")
+    return np.array(array, dtype=dtype.newbyteorder("="), order="C")  # a writable copy, native byte order
+
+
 def decode_tensors(body: bytes, *, npy_name: str = FEATURES_KEY) -> dict[str, np.ndarray]:
     """Decode a safetensors payload, or a single ``.npy`` array named ``npy_name``.
 
     Raises:
-        PayloadFormatError: The bytes are empty, truncated or of another format.
+        PayloadFormatError: The bytes are empty, truncated or of another format, or a
+            ``.npy`` header declares another size than the body holds, or an object or
+            structured dtype.
     """
     if not body:
         raise PayloadFormatError("empty request body; send a safetensors file or a .npy array")
     if body.startswith(NPY_MAGIC):
-        try:
-            # allow_pickle=False: an object array would need unpickling, which is refused.
-            array = np.load(io.BytesIO(body), allow_pickle=False)
-        except (ValueError, EOFError, OSError) as exc:
-            raise PayloadFormatError(f"malformed .npy payload: {exc}") from exc
-        if not isinstance(array, np.ndarray):
-            raise PayloadFormatError(".npy payload did not hold one array")
-        return {npy_name: array}
+        return {npy_name: _decode_npy(body)}
     if len(body) < 8:
         raise PayloadFormatError("payload too short to be a safetensors file or a .npy array")
     (header_size,) = struct.unpack("<Q", body[:8])
