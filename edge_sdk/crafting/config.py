@@ -10,7 +10,7 @@ from edge_sdk.crafting.methods import METHODS
 
 __all__ = ["PRESETS", "CrafterConfig", "Method", "Solver"]
 
-Method = Literal["crafter", "crafter-z"]
+Method = Literal["crafter", "crafter-z", "answer-only"]
 
 Solver = Literal["cg", "neumann", "dense"]
 FeatureOptimizer = Literal["adam", "normalized"]
@@ -187,10 +187,22 @@ class CrafterConfig:
         base = cls(method="crafter", utility="feature", beta=0.2, steps=30, latent_lr=0.005)
         return replace(base, **overrides)
 
+    @classmethod
+    def answer_only(cls, **overrides: Any) -> CrafterConfig:
+        """Release the kit head's answer alone, shaped as a feature (``method="answer-only"``).
+
+        Nothing is optimised: each face's release is the mean feature of the public
+        prior faces the head puts in the same class. It keeps exactly the head's
+        answer; what new heads learn from it is measured beside the crafted releases
+        (``benchmarks/frontier.py``).
+        """
+        return replace(cls(method="answer-only"), **overrides)
+
 
 PRESETS: dict[str, Callable[..., CrafterConfig]] = {
     "default": CrafterConfig,
     "feature": CrafterConfig.feature,
     "paper": CrafterConfig.paper,
+    "answer-only": CrafterConfig.answer_only,
 }
 """Named crafting configurations (``edge-sdk craft --preset NAME``); each takes overrides."""

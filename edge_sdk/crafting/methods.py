@@ -25,6 +25,7 @@ import torch
 from edge_sdk.crafting.implicit import implicit_feature_gradient
 from edge_sdk.crafting.losses import PrivacyLoss, UtilityLoss
 from edge_sdk.crafting.solvers import make_solver
+from edge_sdk.errors import KitError
 from edge_sdk.inversion import inversion_loss, invert
 from edge_sdk.kit.kit import Kit
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METHODS",
+    "AnswerOnlyRelease",
     "CraftingMethod",
     "CraftingOutcome",
     "CraftingProblem",
@@ -88,6 +90,8 @@ class CraftingMethod(ABC):
     """
 
     name: ClassVar[str]
+    iterative: ClassVar[bool] = True
+    """Whether the method runs ``config.steps`` steps (and reports per-step curves)."""
 
     def __init__(self, kit: Kit, config: CrafterConfig) -> None:
         self.kit, self.config = kit, config
@@ -273,8 +277,58 @@ class LatentSpaceCrafter(CraftingMethod):
         return self.invert(crafted, None, self.config.inversion_steps)
 
 
+class AnswerOnlyRelease(CraftingMethod):
+    """Release the kit head's answer alone, as a feature: one public prior face's feature per class.
+
+    ``F_i = Enc(G(z_c))`` with ``c = head(F0_i)`` and ``z_c`` the draw, among
+    ``4 * prior_samples`` public prior latents seeded by ``config.seed``, that the head
+    puts in class ``c`` most confidently: everything of the face but the head's answer
+    is dropped, the head still answers ``c``, and the release keeps the feature shape,
+    so the cloud's heads and every attack read it as they read crafted features. The
+    simplest private release, and the baseline of the development scenario
+    (``edge_sdk.evaluation.development``): its privacy comes from the answer's few bits.
+
+    Raises:
+        KitError: The kit has no head.
+    """
+
+    name = "answer-only"
+    iterative = False
+
+    def craft(self, problem: CraftingProblem) -> CraftingOutcome:
+        start = time.perf_counter()
+        self.begin(problem)
+        crafted = self.release()
+        return CraftingOutcome(crafted, self.final_inversion(crafted), [], time.perf_counter() - start)
+
+    def begin(self, problem: CraftingProblem) -> None:
+        head = self.kit.head
+        if head is None:
+            raise KitError("answer-only release needs a kit with a head")
+        with torch.no_grad():
+            self.released = self.class_prototypes()[head(problem.raw).argmax(1)]
+
+    def class_prototypes(self) -> torch.Tensor:
+        """``(K, *feature_shape)``: per class, the feature of the prior draw the head deems most likely of it."""
+        assert self.kit.head is not None
+        gen = torch.Generator().manual_seed(self.config.seed)
+        z = torch.randn(4 * self.config.prior_samples, self.kit.architecture.latent_dim, generator=gen)
+        features = self.kit.encoder(self.kit.generator(z))
+        return features[self.kit.head(features).softmax(1).argmax(0)]
+
+    def step(self, problem: CraftingProblem, step: int) -> float:
+        return 0.0
+
+    def release(self) -> torch.Tensor:
+        return self.released
+
+    def final_inversion(self, crafted: torch.Tensor) -> torch.Tensor:
+        return self.invert(crafted, None, self.config.inversion_steps)
+
+
 METHODS: dict[str, type[CraftingMethod]] = {
     FeatureSpaceCrafter.name: FeatureSpaceCrafter,
     LatentSpaceCrafter.name: LatentSpaceCrafter,
+    AnswerOnlyRelease.name: AnswerOnlyRelease,
 }
 """Crafting methods by ``CrafterConfig.method``."""

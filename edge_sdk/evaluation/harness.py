@@ -15,7 +15,7 @@ per defence, the highest identity accuracy any attack reached, per oracle.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -35,6 +35,7 @@ from edge_sdk.evaluation.attacks import (
     adapt_generator,
     train_feature_decoder,
 )
+from edge_sdk.evaluation.development import development_tasks, development_utility, summarise
 from edge_sdk.evaluation.identity import train_identity_classifier
 from edge_sdk.evaluation.oracles import ClassifierOracle, IdentityOracle, SFaceOracle, identity_accuracy_of
 from edge_sdk.kit.kit import Kit
@@ -78,6 +79,10 @@ class EvaluationConfig:
         betas: Crafter betas of the privacy-utility trade-off (the configuration's own
             beta is always included).
         baselines: Also evaluate Gaussian noise at the same distortion and Crafter-z.
+        development: Also release the other 320 ORL faces with every defence and train
+            new heads on the releases for the kit's task and four it never saw
+            (identity-disjoint cross-validation over the 40 people,
+            :mod:`edge_sdk.evaluation.development`).
         identity_epochs: Training epochs of the project's identity classifier (oracle).
         seed: Seed of every attacker and of the face selection.
     """
@@ -98,6 +103,7 @@ class EvaluationConfig:
     repeats: int = 5
     betas: tuple[float, ...] = (0.05, 0.2, 1.0)
     baselines: bool = True
+    development: bool = True
     identity_epochs: int = 80
     seed: int = 0
 
@@ -124,6 +130,7 @@ class EvaluationConfig:
             a2_gan_steps=60,
             repeats=2,
             betas=(),
+            development=False,
             identity_epochs=40,
         )
 
@@ -142,6 +149,9 @@ class DefenceResult:
         attacks: One row per attack: its name, identity accuracy per oracle, SSIM, PSNR dB, R.
         a1_curve: Identity accuracy of the adaptive attacker A1 against its training budget.
         worst_case: Per oracle name, the highest identity accuracy any attack reached and that attack.
+        development: Mean and minimum retained share of new heads over the unseen
+            tasks (:func:`edge_sdk.evaluation.development.summarise`); empty without
+            ``EvaluationConfig.development``.
     """
 
     defence: str
@@ -153,6 +163,7 @@ class DefenceResult:
     attacks: list[dict[str, Any]]
     a1_curve: list[dict[str, Any]]
     worst_case: dict[str, dict[str, Any]]
+    development: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -167,6 +178,8 @@ class EvaluationReport:
         oracles_on_real_faces: Identity accuracy of each oracle on the real faces.
         defences: One result per defence, raw features first.
         a3: Rows of the averaging attack, with and without the repeat cache.
+        development: New heads trained on each release, one row per release, task and
+            head family (:class:`~edge_sdk.evaluation.development.TaskScore` as a dict).
         seconds: Wall time of the whole run.
         timings: Wall time per stage, seconds.
         reconstructions: Per defence and attack, ``(N, C, S, S)`` reconstructions in
@@ -181,6 +194,7 @@ class EvaluationReport:
     oracles_on_real_faces: dict[str, float]
     defences: list[DefenceResult]
     a3: list[dict[str, Any]]
+    development: list[dict[str, Any]]
     seconds: float
     timings: dict[str, float]
     reconstructions: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
@@ -200,11 +214,23 @@ class EvaluationReport:
 
 def select_faces(faces: FaceSet, count: int | None) -> FaceSet:
     """``count`` faces spread evenly over the people (every person once before any twice)."""
+    return _subset(faces, _selected(faces, count))
+
+
+def _selected(faces: FaceSet, count: int | None) -> torch.Tensor:
+    """Indices of :func:`select_faces`."""
     if count is None or count >= len(faces):
-        return faces
+        return torch.arange(len(faces))
     order = sorted(range(len(faces)), key=lambda i: (int(faces.image_index[i]), int(faces.identity[i])))
-    idx = torch.tensor(sorted(order[:count]))
+    return torch.tensor(sorted(order[:count]))
+
+
+def _subset(faces: FaceSet, idx: torch.Tensor) -> FaceSet:
     return FaceSet(faces.images[idx], faces.identity[idx], faces.image_index[idx], faces.pose[idx])
+
+
+def _joined(*sets: FaceSet) -> FaceSet:
+    return FaceSet(*(torch.cat([getattr(f, k) for f in sets]) for k in ("images", "identity", "image_index", "pose")))
 
 
 def gaussian_like(raw: torch.Tensor, distorted: torch.Tensor, *, seed: int) -> torch.Tensor:
@@ -230,6 +256,7 @@ class _Defence:
     public: torch.Tensor | None  # the attacker's own public faces released the same way (A1)
     seconds_per_image: float | None = None
     epsilon_pii: float | None = None
+    everyone: torch.Tensor | None = None  # every ORL face released the same way (development scenario)
 
 
 @dataclass
@@ -239,11 +266,14 @@ class _Context:
     test: FaceSet
     public: FaceSet
     adaptive: FaceSet
+    adaptive_index: torch.Tensor  # the adaptive faces' rows in ``public``
+    rest: FaceSet  # the ORL faces not attacked (private-train, public), for the development scenario
     oracles: list[IdentityOracle]
     sface: SFaceOracle
     metric: MahalanobisMetric
     prior: torch.Tensor
     raw_test: torch.Tensor
+    raw_rest: torch.Tensor
     log: Log
     progress: bool
     timings: dict[str, float] = field(default_factory=dict)
@@ -303,40 +333,58 @@ def craft_batches(
     return torch.cat(out), (time.perf_counter() - start) / len(images), sum(pii) / len(pii)
 
 
-def _defences(ctx: _Context, crafter_config: CrafterConfig) -> list[_Defence]:
+def _released(ctx: _Context, name: str, kind: str, config: CrafterConfig) -> _Defence:
+    """One crafting configuration's release of the attacked faces, the attacker's public faces and the rest."""
+    cfg = ctx.config
+    faces = len(ctx.test) + (len(ctx.rest) if cfg.development else len(ctx.adaptive))
+    ctx.log(f"crafting {faces} faces: {name}")
+    test, per_image, pii = craft_batches(ctx.kit, config, ctx.test.images, batch_size=cfg.batch_size)
+    if not cfg.development:
+        public, _, _ = craft_batches(ctx.kit, config, ctx.adaptive.images, batch_size=cfg.batch_size)
+        return _Defence(name, kind, config.beta, test, public, per_image, pii)
+    rest, _, _ = craft_batches(ctx.kit, config, ctx.rest.images, batch_size=cfg.batch_size)
+    public = rest[len(rest) - len(ctx.public) :][ctx.adaptive_index]
+    return _Defence(name, kind, config.beta, test, public, per_image, pii, everyone=torch.cat([test, rest]))
+
+
+def _defences(
+    ctx: _Context, crafter_config: CrafterConfig, extra: Sequence[tuple[str, CrafterConfig]]
+) -> list[_Defence]:
     kit, cfg = ctx.kit, ctx.config
-    raw_public = kit.encode(ctx.adaptive.images)
-    defences = [_Defence("raw (no defence)", "raw", None, ctx.raw_test, None)]
-    betas = sorted({*cfg.betas, crafter_config.beta})
-    default_crafted: tuple[torch.Tensor, torch.Tensor] | None = None
-    for beta in betas:
+    raw_everyone = torch.cat([ctx.raw_test, ctx.raw_rest]) if cfg.development else None
+    defences = [_Defence("raw (no defence)", "raw", None, ctx.raw_test, None, everyone=raw_everyone)]
+    configured: _Defence | None = None
+    for beta in sorted({*cfg.betas, crafter_config.beta}):
         config = replace(crafter_config, beta=beta)
         name = f"{_label(config)} beta={beta:g}" + (" (configured)" if beta == crafter_config.beta else "")
-        ctx.log(f"crafting {len(ctx.test)} private-test and {len(ctx.adaptive)} public faces: {name}")
-        test, per_image, pii = craft_batches(kit, config, ctx.test.images, batch_size=cfg.batch_size)
-        public, _, _ = craft_batches(kit, config, ctx.adaptive.images, batch_size=cfg.batch_size)
-        defences.append(_Defence(name, "crafter", beta, test, public, per_image, pii))
+        defences.append(_released(ctx, name, "crafter", config))
         if beta == crafter_config.beta:
-            default_crafted = (test, public)
+            configured = defences[-1]
+    assert configured is not None
     if cfg.baselines:
-        assert default_crafted is not None
-        test, public = default_crafted
+        raw_public = kit.encode(ctx.adaptive.images)
         defences.append(
             _Defence(
                 "gaussian (same distortion)",
                 "gaussian",
                 None,
-                gaussian_like(ctx.raw_test, test, seed=cfg.seed + 1),
-                gaussian_like(raw_public, public, seed=cfg.seed + 2),
+                gaussian_like(ctx.raw_test, configured.test, seed=cfg.seed + 1),
+                gaussian_like(raw_public, configured.public, seed=cfg.seed + 2)
+                if configured.public is not None
+                else None,
+                everyone=(
+                    gaussian_like(raw_everyone, configured.everyone, seed=cfg.seed + 3)
+                    if raw_everyone is not None and configured.everyone is not None
+                    else None
+                ),
             )
         )
         # The paper's Crafter-z (App. F): from the attacker's inversion, feature utility.
         config = replace(crafter_config, method="crafter-z", utility="feature", latent_noise=0.0)
         if config != crafter_config:
-            ctx.log("crafting with Crafter-z (baseline)")
-            test, per_image, pii = craft_batches(kit, config, ctx.test.images, batch_size=cfg.batch_size)
-            public, _, _ = craft_batches(kit, config, ctx.adaptive.images, batch_size=cfg.batch_size)
-            defences.append(_Defence("crafter-z", "crafter-z", crafter_config.beta, test, public, per_image, pii))
+            defences.append(_released(ctx, "crafter-z", "crafter-z", config))
+    for name, config in extra:
+        defences.append(_released(ctx, name, config.method, config))
     return defences
 
 
@@ -490,6 +538,27 @@ def _a3(ctx: _Context, crafter_config: CrafterConfig, decoder: FeatureDecoder) -
     return rows
 
 
+def _development(ctx: _Context, defences: list[_Defence], results: list[DefenceResult]) -> list[dict[str, Any]]:
+    """New heads trained on every release of all 400 faces; fills each result's ``development`` summary."""
+    if not ctx.config.development:
+        return []
+    t = time.perf_counter()
+    everyone = _joined(ctx.test, ctx.rest)
+    releases = {d.name: d.everyone for d in defences if d.everyone is not None}
+    ctx.log(f"development scenario: new heads on {len(releases)} releases of {len(everyone)} faces")
+    scores = development_utility(
+        releases,
+        releases["raw (no defence)"],
+        development_tasks(everyone),
+        everyone.identity,
+        seed=ctx.config.seed,
+    )
+    for result in results:
+        result.development = summarise(scores, result.defence)
+    ctx.timings["development"] = time.perf_counter() - t
+    return [score.to_json() for score in scores]
+
+
 def _by(key: str) -> Callable[[dict[str, Any]], float]:
     return lambda row: float(row[key])
 
@@ -499,6 +568,7 @@ def evaluate(
     *,
     crafter_config: CrafterConfig | None = None,
     config: EvaluationConfig | None = None,
+    defences: Sequence[tuple[str, CrafterConfig]] = (),
     log: Log | None = None,
     progress: bool = False,
 ) -> EvaluationReport:
@@ -511,6 +581,9 @@ def evaluate(
         kit: The kit under evaluation (its encoder, generator, amortizer and head).
         crafter_config: The crafting configuration evaluated (default: the SDK's).
         config: Attack budgets (:meth:`EvaluationConfig.quick` for minutes).
+        defences: More crafting configurations to release and attack, with their
+            names in the report (e.g. the privacy-utility frontier of
+            ``benchmarks/frontier.py``); A3 runs on ``crafter_config`` alone.
         log: Called with one line per step (default: silent).
         progress: Progress bars for training loops.
 
@@ -525,18 +598,25 @@ def evaluate(
         raise ValueError("the kit has no head; utility cannot be measured")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # attacks that draw from the global generator draw the same each run
-        return _evaluate(kit, crafter_config, config, log, progress, started)
+        return _evaluate(kit, crafter_config, config, tuple(defences), log, progress, started)
 
 
 def _evaluate(
-    kit: Kit, crafter_config: CrafterConfig, config: EvaluationConfig, log: Log, progress: bool, started: float
+    kit: Kit,
+    crafter_config: CrafterConfig,
+    config: EvaluationConfig,
+    extra: tuple[tuple[str, CrafterConfig], ...],
+    log: Log,
+    progress: bool,
+    started: float,
 ) -> EvaluationReport:
     assert kit.head is not None  # checked by evaluate
     spec = kit.spec
     test = select_faces(load_orl("private-test", spec=spec), config.images)
     train = load_orl("private-train", spec=spec)
     public = load_orl("public", spec=spec)
-    adaptive = select_faces(public, config.adaptive_images)
+    adaptive_index = _selected(public, config.adaptive_images)
+    rest = _joined(train, public)
     log(f"oracles: SFace gallery and identity classifier on {len(train)} private-train faces")
     sface = SFaceOracle().fit_gallery(to_unit_range(train.images, spec), train.identity)
     classifier = ClassifierOracle(
@@ -551,12 +631,15 @@ def _evaluate(
         config=config,
         test=test,
         public=public,
-        adaptive=adaptive,
+        adaptive=_subset(public, adaptive_index),
+        adaptive_index=adaptive_index,
+        rest=rest,
         oracles=oracles,
         sface=sface,
         metric=MahalanobisMetric(to_unit_range(public.images, spec)),
         prior=prior,
         raw_test=kit.encode(test.images),
+        raw_rest=kit.encode(rest.images) if config.development else torch.empty(0),
         log=log,
         progress=progress,
     )
@@ -572,7 +655,7 @@ def _evaluate(
     ctx.timings["attacker_training"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    defences = _defences(ctx, crafter_config)
+    defences = _defences(ctx, crafter_config, extra)
     ctx.timings["crafting"] = time.perf_counter() - t
     results, grids = [], {}
     t = time.perf_counter()
@@ -601,6 +684,7 @@ def _evaluate(
     log("A3: averaging repeated releases of the configured Crafter")
     a3 = _a3(ctx, crafter_config, decoder)
     ctx.timings["a3"] = time.perf_counter() - t
+    development = _development(ctx, defences, results)
     return EvaluationReport(
         kit=kit.manifest.name,
         crafter_config=asdict(crafter_config),
@@ -614,6 +698,7 @@ def _evaluate(
         oracles_on_real_faces=real,
         defences=results,
         a3=a3,
+        development=development,
         seconds=time.perf_counter() - started,
         timings=ctx.timings,
         reconstructions=grids,

@@ -8,6 +8,7 @@ each attack next to the original faces.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,38 +26,80 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
 
 
+def _utility_axis(report: dict[str, Any]) -> tuple[str, Callable[[dict[str, Any]], float]]:
+    """What the trade-off plot puts on x: retained unseen-task share when new heads were trained, else the kit head."""
+    if report["development"]:
+        return (
+            "new heads: mean retained share, tasks the kit never saw",
+            lambda d: d["development"].get("mean_retained_unseen", float("nan")),
+        )
+    return ("kit-head pose accuracy on released features", lambda d: d["utility"]["pose_accuracy"])
+
+
 def _plot_tradeoff(report: dict[str, Any], path: Path) -> Path:
     plt = pyplot()
     chance = report["faces"]["chance"]
     oracles = list(report["oracles_on_real_faces"])
-    fig, axes = plt.subplots(1, len(oracles), figsize=(5 * len(oracles), 4), squeeze=False)
+    xlabel, utility = _utility_axis(report)
+    fig, axes = plt.subplots(1, len(oracles), figsize=(5.5 * len(oracles), 4), squeeze=False)
     for ax, oracle in zip(axes[0], oracles, strict=True):
         name = oracle.removeprefix("identity_")
-        crafter = sorted((d for d in report["defences"] if d["kind"] == "crafter"), key=lambda d: d["beta"])
-        if crafter:
-            ax.plot(
-                [d["utility"]["pose_accuracy"] for d in crafter],
-                [d["worst_case"][name]["identity"] for d in crafter],
-                "o-",
-                label="Crafter (beta)",
-            )
-            for d in crafter:
-                ax.annotate(
-                    f"{d['beta']:g}",
-                    (d["utility"]["pose_accuracy"], d["worst_case"][name]["identity"]),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
         for d in report["defences"]:
-            if d["kind"] != "crafter":
-                ax.plot(d["utility"]["pose_accuracy"], d["worst_case"][name]["identity"], "s", label=d["defence"])
+            ax.plot(
+                utility(d), d["worst_case"][name]["identity"], "o" if d["kind"] != "raw" else "s", label=d["defence"]
+            )
         ax.axhline(chance, color="grey", linestyle=":", label=f"chance {chance:.2f}")
-        ax.set_xlabel("pose-head accuracy on released features")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(f"worst-case identity accuracy ({name})")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return save_figure(fig, path)
+
+
+def _development_lines(report: dict[str, Any]) -> list[str]:
+    """The development scenario's tables: balanced accuracy and retained share of new heads per task."""
+    scores = report["development"]
+    if not scores:
+        return []
+    tasks = list(dict.fromkeys(s["task"] for s in scores))
+    lines = [
+        "",
+        "## Development scenario: new heads trained on the releases",
+        "",
+        "Heads trained anew on the releases of some people and tested on those of others (identity-disjoint "
+        "5-fold cross-validation over the 40 ORL people). Cells: balanced accuracy / retained share "
+        "(released - chance) / (raw - chance), with its 95% interval over people. Tasks: "
+        + ", ".join(f"{t}{' (the kit head' + chr(39) + 's task)' if _seen(scores, t) else ''}" for t in tasks)
+        + ".",
+    ]
+    for family in dict.fromkeys(s["family"] for s in scores):
+        rows = [s for s in scores if s["family"] == family]
+        lines += [
+            "",
+            f"### {family} heads",
+            "",
+            "| release | " + " | ".join(tasks) + " |",
+            "|---|" + "---|" * len(tasks),
+        ]
+        chance = {s["task"]: s["chance"] for s in rows}
+        raw = {s["task"]: s["raw_accuracy"] for s in rows}
+        lines.append("| chance | " + " | ".join(f"{chance[t]:.3f}" for t in tasks) + " |")
+        lines.append("| raw features | " + " | ".join(f"{raw[t]:.3f}" for t in tasks) + " |")
+        for release in dict.fromkeys(s["release"] for s in rows):
+            cells = {s["task"]: s for s in rows if s["release"] == release}
+            lines.append(
+                f"| {release} | "
+                + " | ".join(
+                    f"{c['accuracy']:.3f} / {c['retained']:.2f} [{c['retained_ci'][0]:.2f}, {c['retained_ci'][1]:.2f}]"
+                    for c in (cells[t] for t in tasks)
+                )
+                + " |"
+            )
+    return lines
+
+
+def _seen(scores: list[dict[str, Any]], task: str) -> bool:
+    return any(s["seen_by_kit"] for s in scores if s["task"] == task)
 
 
 def _plot_a1(report: dict[str, Any], path: Path) -> Path | None:
@@ -104,17 +147,20 @@ def _markdown(report: dict[str, Any], figures: dict[str, str]) -> str:
         "",
         "| defence | "
         + " | ".join(f"worst identity ({o})" for o in oracles)
-        + " | pose acc | raw pose acc | agreement | distortion | s/image |",
-        "|---|" + "---|" * (len(oracles) + 5),
+        + " | retained, unseen tasks (mean / min) | kit-head pose acc | raw | agreement | distortion | s/image |",
+        "|---|" + "---|" * (len(oracles) + 6),
     ]
     for d in report["defences"]:
-        u = d["utility"]
+        u, dev = d["utility"], d["development"]
         worst = " | ".join(f"{d['worst_case'][o]['identity']:.3f} ({d['worst_case'][o]['attack']})" for o in oracles)
+        retained = f"{dev['mean_retained_unseen']:.2f} / {dev['min_retained_unseen']:.2f}" if dev else "not measured"
         utility = " | ".join(
             f"{u[k]:.3f}" for k in ("pose_accuracy", "pose_accuracy_raw", "pose_agreement", "relative_distortion")
         )
-        lines.append(f"| {d['defence']} | {worst} | {utility} | {_fmt(d['seconds_per_image'])} |")
-    lines += ["", f"![trade-off]({figures['tradeoff']})", "", "## Every attack", ""]
+        lines.append(f"| {d['defence']} | {worst} | {retained} | {utility} | {_fmt(d['seconds_per_image'])} |")
+    lines += ["", f"![trade-off]({figures['tradeoff']})"]
+    lines += _development_lines(report)
+    lines += ["", "## Every attack", ""]
     columns = [f"identity_{o}" for o in oracles] + ["fsim", "ssim", "psnr", "risk", "epsilon_pii", "seconds"]
     lines += [
         "| defence | attack | " + " | ".join(c.removeprefix("identity_") for c in columns) + " |",
