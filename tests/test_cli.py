@@ -180,7 +180,7 @@ def test_craft_presets_choose_the_algorithm(tmp_path: Path, tiny_kit_dir: Path) 
     for i in range(3):
         Image.new("L", (92, 112), 30 + 50 * i).save(faces / f"{i}.png")
     methods = {}
-    for preset, extra in (("default", []), ("feature", []), ("default", ["--latent-noise", "0"])):
+    for preset, extra in (("default", []), ("feature", []), ("default", ["--latent-noise", "0"]), ("answer-only", [])):
         out = tmp_path / f"{preset}{len(extra)}.npz"
         result = runner.invoke(
             app,
@@ -206,6 +206,7 @@ def test_craft_presets_choose_the_algorithm(tmp_path: Path, tiny_kit_dir: Path) 
         ("default", 0): ("crafter-z", "head", 2, 1.0),
         ("feature", 0): ("crafter", "feature", 2, 1.0),
         ("default", 2): ("crafter-z", "head", 2, 0.0),
+        ("answer-only", 0): ("answer-only", "head", 2, 1.0),
     }
 
 

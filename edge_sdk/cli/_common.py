@@ -61,8 +61,8 @@ PresetOption = Annotated[
     str,
     typer.Option(
         help="'default' (Crafter-z keeping the kit head's answers: the measured choice, resists decoder "
-        "attacks), 'feature' (feature-space Crafter, features within ~15% of the raw ones) or 'paper' "
-        "(the paper's Alg. 1 settings)."
+        "attacks), 'feature' (feature-space Crafter, features within ~15% of the raw ones), 'paper' "
+        "(the paper's Alg. 1 settings) or 'answer-only' (the kit head's answer alone, shaped as a feature)."
     ),
 ]
 LatentNoiseOption = Annotated[
