@@ -42,10 +42,12 @@ class CrafterConfig:
     raw feature (Crafter-z with head utility, 100 Adam steps of lr 0.05, ``beta = 1``,
     ``latent_noise = 1``). They were chosen as the configuration that held every attack
     of the evaluation harness (adaptive and repeated-release ones included) nearest
-    chance while keeping the head's answers; the measured privacy and utility of each
-    preset are in ``benchmarks/results/`` (``benchmarks/evaluation.py``,
-    ``benchmarks/crafting.py``, ``benchmarks/head_training.py``), summarised in
-    ``benchmarks/RESULTS.md``.
+    chance while keeping the head's answers. Beyond that answer the release keeps
+    little for new heads on tasks the kit never saw; :meth:`answer_only` releases the
+    answer alone with the same privacy. The measured privacy and utility of every
+    preset, new heads on unseen tasks included, are in ``benchmarks/results/``
+    (``benchmarks/frontier.py``, ``benchmarks/evaluation.py``,
+    ``benchmarks/crafting.py``), summarised in ``benchmarks/RESULTS.md``.
 
     Attributes:
         method: ``"crafter-z"`` (the default) optimises the latent and releases
