@@ -214,6 +214,8 @@ class EvaluationReport:
 
 def select_faces(faces: FaceSet, count: int | None) -> FaceSet:
     """``count`` faces spread evenly over the people (every person once before any twice)."""
+    if count is None or count >= len(faces):
+        return faces
     return _subset(faces, _selected(faces, count))
 
 
