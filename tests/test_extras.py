@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
@@ -81,8 +82,12 @@ def test_each_extra_installs_the_libraries_its_check_asks_for() -> None:
     optional = project["optional-dependencies"]
     base = {Requirement(line).name.lower() for line in project["dependencies"]}
     assert not base & set(NOT_IN_BASE), "the base install must stay free of every extra's libraries"
+    providers = packages_distributions()  # import name -> distributions (sklearn -> scikit-learn)
     for extra, modules in EXTRAS.items():
-        assert set(modules) <= _requirements(extra, optional), extra
+        required = _requirements(extra, optional)
+        for module in modules:
+            names = {name.lower().replace("-", "_") for name in providers.get(module, [module])}
+            assert names & required, f"the '{extra}' extra does not install {module}"
 
 
 def test_base_install_crafts_a_folder_of_photos(tmp_path: Path) -> None:
