@@ -139,23 +139,32 @@ def markdown(rows: list[dict[str, Any]], choice: dict[str, Any] | None, faces: d
     return "\n".join(lines)
 
 
+def _task_shares(row: dict[str, Any]) -> list[float]:
+    """Retained share per unseen task (mean over head families), tasks without one left out."""
+    shares = []
+    for families in row["tasks"].values():
+        values = [s["retained"] for s in families.values() if not s["seen_by_kit"] and math.isfinite(s["retained"])]
+        if values:
+            shares.append(sum(values) / len(values))
+    return shares
+
+
 def plot(rows: list[dict[str, Any]], chance: float, path: Path) -> Path:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, oracle in zip(axes, ("sface", "classifier"), strict=True):
         for r in rows:
-            lows = [s["retained_ci"][0] for t in r["tasks"].values() for s in t.values() if not s["seen_by_kit"]]
-            highs = [s["retained_ci"][1] for t in r["tasks"].values() for s in t.values() if not s["seen_by_kit"]]
-            x = r["mean_retained_unseen"]
-            xerr = [[max(x - min(lows), 0)], [max(max(highs) - x, 0)]] if lows else None
+            shares, x = _task_shares(r), r["mean_retained_unseen"]
+            xerr = [[x - min(shares)], [max(shares) - x]] if shares else None
             ax.errorbar(x, r[f"worst_identity_{oracle}"], xerr=xerr, fmt="o", capsize=3, label=r["release"])
         ax.axhline(chance, color="grey", linestyle=":", label=f"chance {chance:.2f}")
         ax.axhline(PRIVACY_BOUND, color="red", linestyle="--", linewidth=0.8, label="10% bound")
-        ax.set_xlabel("mean retained share, unseen tasks (bars: widest task interval)")
+        ax.set_xlabel("retained share of raw, unseen tasks\n(mean; bars: lowest to highest task)")
         ax.set_ylabel(f"worst-case identity accuracy ({oracle})")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
     return save_figure(fig, path)
 
 

@@ -30,7 +30,7 @@ def _utility_axis(report: dict[str, Any]) -> tuple[str, Callable[[dict[str, Any]
     """What the trade-off plot puts on x: retained unseen-task share when new heads were trained, else the kit head."""
     if report["development"]:
         return (
-            "new heads: mean retained share, tasks the kit never saw",
+            "new heads: mean retained share of raw,\ntasks the kit never saw",
             lambda d: d["development"].get("mean_retained_unseen", float("nan")),
         )
     return ("kit-head pose accuracy on released features", lambda d: d["utility"]["pose_accuracy"])
@@ -53,6 +53,7 @@ def _plot_tradeoff(report: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel(f"worst-case identity accuracy ({name})")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
