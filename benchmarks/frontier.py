@@ -34,7 +34,7 @@ import torch
 
 from edge_sdk.crafting.config import PRESETS, CrafterConfig
 from edge_sdk.evaluation.harness import EvaluationConfig, EvaluationReport, evaluate
-from edge_sdk.evaluation.report import write_report
+from edge_sdk.evaluation.report import development_tables, write_report
 from edge_sdk.figures import pyplot, save_figure
 from edge_sdk.fileio import atomic_write, write_json
 from edge_sdk.kit import load_kit
@@ -89,14 +89,9 @@ def chosen_default(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(private, key=lambda r: r["mean_retained_unseen"], default=None)
 
 
-def _cell(score: dict[str, Any]) -> str:
-    low, high = score["retained_ci"]
-    return f"{score['accuracy']:.3f} / {score['retained']:.2f} [{low:.2f}, {high:.2f}]"
-
-
-def markdown(rows: list[dict[str, Any]], choice: dict[str, Any] | None, faces: dict[str, Any]) -> str:
-    tasks = list(rows[0]["tasks"])
-    families = list(rows[0]["tasks"][tasks[0]]) if tasks else []
+def markdown(
+    rows: list[dict[str, Any]], choice: dict[str, Any] | None, faces: dict[str, Any], scores: list[dict[str, Any]]
+) -> str:
     lines = [
         "# Privacy-utility frontier",
         "",
@@ -116,18 +111,7 @@ def markdown(rows: list[dict[str, Any]], choice: dict[str, Any] | None, faces: d
             f"| {r['mean_retained_unseen']:.2f} | {r['min_retained_unseen']:.2f} | {r['kit_head_agreement']:.3f} "
             f"| {r['relative_distortion']:.3f} | {'yes' if r['private'] else 'no'} |"
         )
-    for family in families:
-        lines += [
-            "",
-            f"## New {family} heads: balanced accuracy / retained share [95% interval over people]",
-            "",
-            "| release | " + " | ".join(tasks) + " |",
-            "|---|" + "---|" * len(tasks),
-        ]
-        chance = " | ".join(f"{rows[0]['tasks'][t][family]['chance']:.3f}" for t in tasks)
-        lines.append(f"| chance | {chance} |")
-        for r in rows:
-            lines.append(f"| {r['release']} | " + " | ".join(_cell(r["tasks"][t][family]) for t in tasks) + " |")
+    lines += development_tables(scores)
     lines += [
         "",
         "## The default's rule",
@@ -204,7 +188,7 @@ def main() -> None:
             "chosen_default": choice["release"] if choice else None,
         },
     )
-    text = markdown(rows, choice, report.faces)
+    text = markdown(rows, choice, report.faces, report.development)
     atomic_write(args.out / "frontier.md", lambda path: path.write_text(text + "\n"))
     plot(rows, report.chance, args.out / "frontier.png")
     print(text)

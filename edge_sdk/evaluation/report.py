@@ -17,7 +17,7 @@ from edge_sdk.evaluation.harness import EvaluationReport
 from edge_sdk.figures import pyplot, save_figure, save_image_rows
 from edge_sdk.fileio import atomic_write, write_json
 
-__all__ = ["write_report"]
+__all__ = ["development_tables", "write_report"]
 
 GRID_FACES = 10
 
@@ -57,9 +57,12 @@ def _plot_tradeoff(report: dict[str, Any], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _development_lines(report: dict[str, Any]) -> list[str]:
-    """The development scenario's tables: balanced accuracy and retained share of new heads per task."""
-    scores = report["development"]
+def development_tables(scores: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines of the development scenario: balanced accuracy and retained share of new heads per task.
+
+    Args:
+        scores: ``EvaluationReport.development`` (one dict per release, task and head family).
+    """
     if not scores:
         return []
     tasks = list(dict.fromkeys(s["task"] for s in scores))
@@ -160,7 +163,7 @@ def _markdown(report: dict[str, Any], figures: dict[str, str]) -> str:
         )
         lines.append(f"| {d['defence']} | {worst} | {retained} | {utility} | {_fmt(d['seconds_per_image'])} |")
     lines += ["", f"![trade-off]({figures['tradeoff']})"]
-    lines += _development_lines(report)
+    lines += development_tables(report["development"])
     lines += ["", "## Every attack", ""]
     columns = [f"identity_{o}" for o in oracles] + ["fsim", "ssim", "psnr", "risk", "epsilon_pii", "seconds"]
     lines += [
