@@ -1,4 +1,4 @@
-"""Checks on uploaded models before they are stored: ONNX only, well formed, fit for the claimed task.
+"""Checks on uploaded models before they are stored: ONNX only, well formed, runnable on the claimed task.
 
 An upload is parsed as an ONNX protobuf and nothing else: no pickle, no code, and no
 external-data references (which would make the server read files of its choosing).
@@ -12,7 +12,8 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from cloud_stub.errors import ModelRejectedError
-from cloud_stub.verification.tasks import MODEL_TASKS
+from cloud_stub.verification.runtime import inspect_classifier, trainable_copy
+from cloud_stub.verification.tasks import ModelTask, resolve_task
 
 __all__ = ["check_onnx_model"]
 
@@ -22,19 +23,30 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim]
 
 
-def check_onnx_model(data: bytes, *, task: str) -> dict[str, Any]:
-    """Parse and check an uploaded ONNX classifier; return its summary.
+def check_onnx_model(data: bytes, *, task: str | ModelTask, threads: int = 1) -> dict[str, Any]:
+    """Parse and check an uploaded ONNX classifier, run it on task images; return its summary.
+
+    A model this accepts is one the verifier can finish: it parses, passes
+    ``onnx.checker``, carries no external data, runs in onnxruntime on a probe batch of
+    the task's images with the conventions :func:`inspect_classifier` finds (layout,
+    fixed batch, output kind, input range) and returns one finite score per class.
+    Whether the fine-tune signal can be computed (the graph converts to torch and agrees
+    with onnxruntime) is reported, not required: the verdict needs only the outputs.
 
     Args:
         data: The uploaded bytes.
-        task: Claimed task, a key of :data:`MODEL_TASKS`.
+        task: Claimed task: a key of :data:`MODEL_TASKS` or an operator's :class:`ModelTask`.
+        threads: onnxruntime threads of the probe run.
 
     Returns:
-        Inputs, outputs, opset, operator types and parameter count.
+        Inputs, outputs, opset, operator types, parameter count, the conventions found
+        and the probe batch's accuracy per convention tried, and ``fine_tune``
+        (``"available"`` or why not).
 
     Raises:
-        ModelRejectedError: Not ONNX, fails ``onnx.checker``, uses external data, or
-            its input/output shapes do not fit the task.
+        ModelRejectedError: Not ONNX, fails ``onnx.checker``, uses external data, or does
+            not run on the task's images (the reason says which and how to fix it).
+        TaskDataError: The task's data is not installed.
 
     Example:
         >>> check_onnx_model(b"not a model", task="orl-pose")
@@ -42,9 +54,7 @@ def check_onnx_model(data: bytes, *, task: str) -> dict[str, Any]:
         ...
         cloud_stub.errors.ModelRejectedError: not an ONNX model: the bytes do not parse as an ONNX protobuf
     """
-    if task not in MODEL_TASKS:
-        raise ModelRejectedError(f"unknown task {task!r}; choose one of {', '.join(MODEL_TASKS)}")
-    spec = MODEL_TASKS[task]
+    spec = resolve_task(task)
     try:
         model = onnx.load_model_from_string(data)
     except (DecodeError, RuntimeError, ValueError) as exc:
@@ -64,22 +74,17 @@ def check_onnx_model(data: bytes, *, task: str) -> dict[str, Any]:
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1 or not model.graph.output:
         raise ModelRejectedError(f"a classifier needs one input and an output; got {len(inputs)} input(s)")
-    in_dims, out_dims = _dims(inputs[0]), _dims(model.graph.output[0])
-    item = in_dims[1:]
-    if len(item) != len(spec.input_shape) or any(
-        isinstance(d, int) and d != e for d, e in zip(item, spec.input_shape, strict=True)
-    ):
-        raise ModelRejectedError(
-            f"input {inputs[0].name!r} has shape {in_dims}; task {task!r} needs (batch, "
-            f"{', '.join(map(str, spec.input_shape))})"
-        )
-    if not out_dims or (isinstance(out_dims[-1], int) and out_dims[-1] != spec.num_classes):
-        raise ModelRejectedError(f"output has shape {out_dims}; task {task!r} has {spec.num_classes} classes")
+    task_data = spec.loader()
+    inspection = inspect_classifier(
+        data, task=spec, images=task_data.test_images, labels=task_data.test_labels, threads=threads
+    )
     parameters = sum(int(onnx.numpy_helper.to_array(t).size) for t in model.graph.initializer)
     return {
-        "input": {"name": inputs[0].name, "shape": in_dims},
-        "output": {"name": model.graph.output[0].name, "shape": out_dims},
+        "input": {"name": inputs[0].name, "shape": _dims(inputs[0])},
+        "output": {"name": model.graph.output[0].name, "shape": _dims(model.graph.output[0])},
         "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0),
         "operators": sorted({n.op_type for n in model.graph.node}),
         "parameters": parameters,
+        **inspection.to_json(),
+        "fine_tune": trainable_copy(data, inspection.conventions, task_data.test_images).status,
     }

@@ -86,10 +86,86 @@ def test_unsupported_operators_are_named() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     with pytest.raises(UnsupportedOnnxError, match="Einsum"):
         onnx_to_torch(model)
-    with pytest.raises(UnsupportedOnnxError, match="auto_pad"):
-        conv = helper.make_node("Conv", ["image", "w"], ["logits"], auto_pad="SAME_UPPER")
-        weight = onnx.numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")
-        image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 4, 4])
-        logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, 4, 4])
-        graph = helper.make_graph([conv], "g", [image], [logits], initializer=[weight])
-        onnx_to_torch(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))(torch.ones(1, 1, 4, 4))
+
+
+def _run_both(
+    nodes: list[onnx.NodeProto], initializers: list[onnx.TensorProto], x: np.ndarray, *, opset: int = 18
+) -> None:
+    """The converter and onnxruntime give the same output on a hand-built graph."""
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    data = model.SerializeToString()
+    session = cpu_session(data)
+    expected = session.run(None, {"image": x})[0]
+    np.testing.assert_allclose(onnx_to_torch(data)(torch.from_numpy(x)).detach().numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_auto_pad_matches_onnxruntime(auto_pad: str, stride: int) -> None:
+    rng = np.random.default_rng(0)
+    weight = onnx.numpy_helper.from_array(rng.normal(size=(3, 2, 4, 3)).astype(np.float32), "w")
+    x = rng.normal(size=(2, 2, 17, 16)).astype(np.float32)
+    conv = helper.make_node("Conv", ["image", "w"], ["c"], auto_pad=auto_pad, strides=[stride, stride])
+    pool = helper.make_node("MaxPool", ["c"], ["p"], auto_pad=auto_pad, kernel_shape=[3, 2], strides=[stride, 1])
+    average = helper.make_node("AveragePool", ["p"], ["out"], auto_pad=auto_pad, kernel_shape=[2, 3])
+    _run_both([conv, pool, average], [weight], x)
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "wrap"])
+def test_pad_matches_onnxruntime(mode: str) -> None:
+    x = np.random.default_rng(1).normal(size=(2, 3, 5, 6)).astype(np.float32)
+    pads = onnx.numpy_helper.from_array(np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64), "pads")
+    value = onnx.numpy_helper.from_array(np.array(0.5, np.float32), "value")
+    inputs = ["image", "pads", "value"] if mode == "constant" else ["image", "pads"]
+    _run_both([helper.make_node("Pad", inputs, ["out"], mode=mode)], [pads, value], x)
+
+
+def test_negative_step_slice_and_layer_norm_match_onnxruntime() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 4, 6)).astype(np.float32)
+    tensors = [
+        onnx.numpy_helper.from_array(np.array([-1], np.int64), "start"),
+        onnx.numpy_helper.from_array(np.array([-(2**62)], np.int64), "end"),
+        onnx.numpy_helper.from_array(np.array([2], np.int64), "axis"),
+        onnx.numpy_helper.from_array(np.array([-2], np.int64), "step"),
+        onnx.numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "scale"),
+        onnx.numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "bias"),
+    ]
+    nodes = [
+        helper.make_node("Slice", ["image", "start", "end", "axis", "step"], ["s"]),
+        helper.make_node("LayerNormalization", ["s", "scale", "bias"], ["ln"], axis=-1),
+        helper.make_node("Gelu", ["ln"], ["out"]),
+    ]
+    _run_both(nodes, tensors, x, opset=20)
+
+
+def test_batchnorm_statistics_are_buffers_and_training_mode_is_refused() -> None:
+    module = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    with torch.no_grad():
+        module[1].running_var.fill_(0.25)
+    x = torch.rand(3, 1, 28, 28)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (x,), buffer, dynamo=False, do_constant_folding=False)
+    converted = onnx_to_torch(buffer.getvalue())
+    assert sorted(b.numel() for b in converted.buffers()) == [4, 4]  # running mean and variance
+    assert not any(torch.equal(p, module[1].running_var) for p in converted.parameters())
+    optimizer = torch.optim.SGD(converted.parameters(), lr=10.0)
+    nn.functional.cross_entropy(converted(x), torch.arange(3)).backward()
+    optimizer.step()
+    assert min(float(b.min()) for b in converted.buffers()) == pytest.approx(0.0, abs=1.0)  # untouched by SGD
+    assert torch.equal(sorted(converted.buffers(), key=lambda b: float(b.sum()))[-1], module[1].running_var)
+    training = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.train(), (x,), training, dynamo=False, training=torch.onnx.TrainingMode.TRAINING)
+    with pytest.raises(UnsupportedOnnxError, match="training mode"):
+        onnx_to_torch(training.getvalue())

@@ -17,10 +17,10 @@ from cloud_stub import Store
 from cloud_stub.cli.root import app
 from cloud_stub.heads import ServedHead
 from cloud_stub.training import BackgroundWorker
-from cloud_stub.verification import detector, vicious
+from cloud_stub.verification import detector
 from cloud_stub.verification.defences import SSD, argmax_only, noisy, round_digits, ssd_project, top_k
 from cloud_stub.verification.detector import DetectorConfig, verify_classifier
-from cloud_stub.verification.tasks import FASHION_MNIST_DIR, TaskData
+from cloud_stub.verification.tasks import FASHION_MNIST_DIR, ModelTask, TaskData
 from cloud_stub.verification.vicious import ViciousConfig, augment_images, reconstruction_loss, train_vicious
 from conftest import TINY
 from edge_sdk.metrics import MahalanobisMetric, reconstruction_risk
@@ -129,6 +129,11 @@ def test_simple_defences_release_distributions() -> None:
 # --- Algorithm 1 and the detector ---------------------------------------------------------------
 
 
+def _blob_task(data: TaskData) -> ModelTask:
+    """A task of the operator's own: the verifier reads its data and nothing of the built-in tasks."""
+    return ModelTask(f"blobs-{id(data)}", (1, 28, 28), 10, "bright squares", lambda: data)
+
+
 def _blobs(n: int, seed: int) -> TaskData:
     """Tiny images whose class sets a bright square's position: learnable and reconstructable."""
     g = torch.Generator().manual_seed(seed)
@@ -173,7 +178,7 @@ def test_the_probe_trains_on_augmented_copies_with_its_configured_loss(monkeypat
     """ORL's probe: outputs on each augmented copy pair with that copy, the label probe sees the same images,
     the loss weights pass through, and the scores average over the probe seeds."""
     data = _blobs(100, 5)
-    monkeypatch.setattr(detector, "load_task_data", lambda task: data)
+    task = _blob_task(data)
     seen: list[dict[str, Any]] = []
     train_decoder = detector.train_output_decoder
 
@@ -194,7 +199,7 @@ def test_the_probe_trains_on_augmented_copies_with_its_configured_loss(monkeypat
         probe_seeds=2,
     )
     metric = MahalanobisMetric(data.train_images)
-    first = detector._probe(model, "fashion-mnist", config, metric, with_label=True)
+    first = detector._probe(model, task, config, metric, with_label=True)
     # Per seed: the probe on the outputs, then the label probe on the same images and seed.
     assert [call["seed"] for call in seen] == [0, 0, 1, 1]
     outputs_call, label_call, next_seed_call = seen[0], seen[1], seen[2]
@@ -207,9 +212,9 @@ def test_the_probe_trains_on_augmented_copies_with_its_configured_loss(monkeypat
     assert torch.equal(label_call["outputs"], torch.nn.functional.one_hot(model(images).argmax(1), 16).float())
     assert not torch.allclose(next_seed_call["images"][20:], images[20:])  # each seed draws its own copies
     assert first.label_quality is not None and first.label_quality != first.quality
-    assert detector._probe(model, "fashion-mnist", config, metric, with_label=True) == first  # seeded
+    assert detector._probe(model, task, config, metric, with_label=True) == first  # seeded
     singles = [
-        detector._probe(model, "fashion-mnist", replace(config, probe_seeds=1, seed=seed), metric, with_label=True)
+        detector._probe(model, task, replace(config, probe_seeds=1, seed=seed), metric, with_label=True)
         for seed in (0, 1)
     ]
     for key in ("psnr", "ssim", "risk"):  # the scores are the mean over the seeds' probes
@@ -217,18 +222,9 @@ def test_the_probe_trains_on_augmented_copies_with_its_configured_loss(monkeypat
         assert first.label_quality[key] == pytest.approx(np.mean([single.label_quality[key] for single in singles]))
 
 
-def test_the_label_baseline_scores_the_outputs_against_the_predicted_class_alone(
-    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> None:
+def test_the_label_baseline_scores_the_outputs_against_the_predicted_class_alone() -> None:
     """A model whose outputs are its one-hot prediction gains nothing over the label probe; a leaky one does."""
-    data = _blobs(120, 5)
-    # Every reader of the task's data sees the blobs (the reference model is trained by
-    # train_vicious), and no cached reference or metric of the real task is reused.
-    monkeypatch.setattr(detector, "load_task_data", lambda task: data)
-    monkeypatch.setattr(vicious, "load_task_data", lambda task: data)
-    for cached in (detector._reference, detector._metric):
-        cached.cache_clear()
-    request.addfinalizer(lambda: [cached.cache_clear() for cached in (detector._reference, detector._metric)])
+    task = _blob_task(_blobs(120, 5))
     config = DetectorConfig(
         probe_samples=100,
         heldout_samples=20,
@@ -256,7 +252,7 @@ def test_the_label_baseline_scores_the_outputs_against_the_predicted_class_alone
             thumbnail = 0.5 * torch.nn.functional.adaptive_avg_pool2d(images, 4).flatten(1)
             return torch.cat([hard, thumbnail], 1) if self.leak else hard
 
-    honest, leaky = (verify_classifier(OneHot(leak), task="fashion-mnist", config=config) for leak in (False, True))
+    honest, leaky = (verify_classifier(OneHot(leak), task=task, config=config) for leak in (False, True))
     assert honest.psnr_gap_db == pytest.approx(honest.probe["psnr"] - honest.label_probe["psnr"])
     assert abs(honest.psnr_gap_db) < 0.05 and honest.verdict == "honest"
     assert leaky.psnr_gap_db > 0.5 and leaky.verdict == "vicious"

@@ -1,9 +1,9 @@
-"""``edge-cloud verify MODEL.onnx --task TASK``: is this classifier vicious?"""
+"""``edge-cloud verify MODEL.onnx --task TASK | --data DIR_OR_NPZ``: is this classifier vicious?"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,24 +19,39 @@ EXIT_VICIOUS = 3
 
 @handle_errors
 def verify(
-    model: Annotated[Path, typer.Argument(help="The classifier as an ONNX file (images in [0, 1] -> logits).")],
-    task: Annotated[str, typer.Option(help=f"Claimed task: {', '.join(MODEL_TASKS)}.")],
+    model: Annotated[Path, typer.Argument(help="The classifier as an ONNX file, exported by any tool.")],
+    task: Annotated[str | None, typer.Option(help=f"Claimed built-in task: {', '.join(MODEL_TASKS)}.")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own task instead: a folder of images with labels.csv (columns file,label) or an .npz "
+            "with 'images' and 'labels'."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
     max_bytes: Annotated[int, typer.Option(min=1, help="Refuse larger files.")] = 64 * 1024 * 1024,
-    threads: Annotated[int, typer.Option(min=1, help="Torch threads.")] = 2,
+    threads: Annotated[int, typer.Option(min=1, help="Torch and onnxruntime threads.")] = 2,
     budget: Annotated[str, typer.Option(help="'standard' (benchmarked) or 'quick'.")] = "standard",
 ) -> None:
     """Verify a classifier before it goes to devices: fine-tune divergence, output entropy, decoder probe.
 
-    Exit code 0 when the verdict is honest, 3 when vicious, 2 for a file that is not a
-    valid ONNX classifier for the task.
+    The model is first run on task images in onnxruntime to find its conventions
+    (channels-first or -last, fixed or dynamic batch, logits or probabilities, pixel
+    range); exit code 0 when the verdict is honest, 3 when vicious, 2 for a file the
+    verifier cannot run, with the reason.
     """
     import torch
 
+    from cloud_stub.verification.detector import DetectorConfig
+    from cloud_stub.verification.operator_data import load_operator_task
     from cloud_stub.verification.verify import verify_onnx
 
-    if task not in MODEL_TASKS:
+    if (task is None) == (data is None):
+        raise typer.BadParameter("give --task for a built-in task or --data for your own", param_hint="--task")
+    if task is not None and task not in MODEL_TASKS:
         raise typer.BadParameter(f"choose one of {', '.join(MODEL_TASKS)}", param_hint="--task")
+    if budget not in ("standard", "quick"):
+        raise typer.BadParameter("choose standard or quick", param_hint="--budget")
     try:
         size = model.stat().st_size
     except OSError as exc:
@@ -44,24 +59,56 @@ def verify(
     if size > max_bytes:
         raise ModelRejectedError(f"{model}: {size} bytes exceeds --max-bytes {max_bytes}")
     torch.set_num_threads(threads)
-    if budget not in ("standard", "quick"):
-        raise typer.BadParameter("choose standard or quick", param_hint="--budget")
-    report = verify_onnx(model.read_bytes(), task=task, budget=budget)
-    typer.echo(f"task {task}: accuracy {report['accuracy']:.3f} on {report['data']['heldout_images']} held-out images")
-    typer.echo(
-        f"fine-tune divergence v = {report['v']:.4f} (paper threshold {report['config']['v_threshold']}; "
-        f"{'above' if report['v_flag'] else 'below'})"
-    )
-    typer.echo(f"output entropy {report['entropy']:.3f} nats (honest reference {report['reference_entropy']:.3f})")
-    typer.echo(
-        f"decoder probe PSNR {report['probe']['psnr']:.2f} dB, SSIM {report['probe']['ssim']:.3f}, "
-        f"R {report['probe']['risk']:.3f} (honest reference {report['reference_probe']['psnr']:.2f} dB, "
-        f"predicted class alone {report['label_probe']['psnr']:.2f} dB; gap to the "
-        f"{report['config']['probe_baseline']} baseline {report['psnr_gap_db']:+.2f} dB)"
-    )
-    typer.echo(f"verdict: {report['verdict']} ({report['rule']}); {report['seconds']:.1f} s")
+    if data is not None:
+        spec = load_operator_task(data)
+        typer.echo(f"data: {spec.description}")
+        config = DetectorConfig.for_data(spec.loader(), budget=budget)
+        report = verify_onnx(model.read_bytes(), task=spec, config=config, threads=threads)
+    else:
+        assert task is not None
+        report = verify_onnx(model.read_bytes(), task=task, budget=budget, threads=threads)
+    _print_report(report)
     if out is not None:
         write_json(out, report)
         typer.echo(f"report: {out}")
     if report["verdict"] == "vicious":
         raise typer.Exit(EXIT_VICIOUS)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    conventions = report["conventions"]
+    typer.echo(
+        f"model: {conventions['layout']}, batch {conventions['batch'] or 'any'}, {conventions['outputs']}, "
+        f"pixels in {conventions['input_range']}"
+    )
+    for note in conventions["notes"]:
+        typer.echo(f"  assumed: {note}")
+    typer.echo(
+        f"task {report['task']}: accuracy {report['accuracy']:.3f} on "
+        f"{report['data']['heldout_images']} held-out images"
+    )
+    if report["v"] is None:
+        typer.echo(f"fine-tune divergence: {report['unavailable']['fine_tune']}")
+    else:
+        typer.echo(
+            f"fine-tune divergence v = {report['v']:.4f} (paper threshold {report['config']['v_threshold']}; "
+            f"{'above' if report['v_flag'] else 'below'})"
+        )
+    typer.echo(f"output entropy {report['entropy']:.3f} nats (honest reference {report['reference_entropy']:.3f})")
+    retrained = report["retrained_probe"]
+    typer.echo(
+        f"decoder probe PSNR {report['probe']['psnr']:.2f} dB, SSIM {report['probe']['ssim']:.3f}, "
+        f"R {report['probe']['risk']:.3f}; baselines: "
+        + (f"same graph retrained honestly {retrained['psnr']:.2f} dB, " if retrained else "")
+        + f"verifier's reference {report['reference_probe']['psnr']:.2f} dB, predicted class alone "
+        f"{report['label_probe']['psnr']:.2f} dB; gap {report['psnr_gap_db']:+.2f} dB"
+    )
+    if "retrained_baseline" in report["unavailable"]:
+        typer.echo(f"retrained baseline: {report['unavailable']['retrained_baseline']}")
+    calibration = report.get("calibration")
+    if calibration and calibration["copies"] > 1:
+        typer.echo(
+            f"calibration: {calibration['copies']} honest copies spread {calibration['spread_db']:.2f} dB; "
+            f"margin {calibration['margin_db']:.2f} dB"
+        )
+    typer.echo(f"verdict: {report['verdict']} ({report['rule']}); {report['seconds']:.1f} s")

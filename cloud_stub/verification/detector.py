@@ -23,16 +23,18 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cloud_stub.verification.defences import argmax_only
-from cloud_stub.verification.tasks import MODEL_TASKS, load_task_data
+from cloud_stub.verification.tasks import ModelTask, TaskData, resolve_task
 from cloud_stub.verification.vicious import (
     ViciousConfig,
     augment_images,
@@ -43,7 +45,23 @@ from cloud_stub.verification.vicious import (
 )
 from edge_sdk.metrics import MahalanobisMetric
 
-__all__ = ["DetectorConfig", "VerificationReport", "fine_tune_divergence", "output_entropy", "verify_classifier"]
+Classifier = Callable[[torch.Tensor], torch.Tensor]
+
+__all__ = [
+    "Classifier",
+    "DetectorConfig",
+    "VerificationReport",
+    "fine_tune_divergence",
+    "output_entropy",
+    "verify_classifier",
+]
+
+
+_BASELINE_WORDS = {
+    "reference": "that of the verifier's honest reference model",
+    "label": "that of the same probe trained on the model's predicted classes alone",
+    "retrained": "that of the same graph re-initialised and trained honestly to the upload's accuracy",
+}
 
 
 @dataclass(frozen=True)
@@ -70,11 +88,22 @@ class DetectorConfig:
             augmented copies) whose scores are averaged: one probe's PSNR varies by
             about 0.2 dB with its seed on ORL, as much as a weakly vicious model adds.
         probe_baseline: What the probe's PSNR is compared with: ``"reference"``, the
-            verifier's honest reference model; ``"label"``, the same probes trained on
-            the model's one-hot predicted classes.
+            verifier's honest reference model (one architecture, one recipe);
+            ``"label"``, the same probes trained on the model's one-hot predicted
+            classes; ``"retrained"``, the uploaded graph itself, re-initialised and
+            trained honestly by the verifier until it is as accurate as the upload
+            (same architecture and capacity; the reference when the graph has no
+            trainable copy).
         v_threshold: Paper threshold on ``v`` (reported as a flag).
         psnr_margin_db: Probe PSNR above the baseline's that makes the verdict vicious.
         reference_epochs: Epochs of the verifier's own honest reference model.
+        retrain_epochs: Most epochs (over the probe's training images) of the retrained
+            copy; training stops earlier once it matches the upload's accuracy.
+        retrain_batch: Images per step of the retrained copy.
+        retrain_lr: Adam learning rate of the retrained copy.
+        calibration_copies: Retrained copies (seeds ``seed + 3000``, ...): with more than
+            one, the baseline is their mean and the margin grows by their PSNR spread,
+            the noise of an honest model's probe on this data (operators' own tasks).
         seed: Seed of sampling, fine-tuning and probes.
     """
 
@@ -94,11 +123,17 @@ class DetectorConfig:
     v_threshold: float = 0.01
     psnr_margin_db: float = 0.5
     reference_epochs: int = 2
+    retrain_epochs: int = 3
+    retrain_batch: int = 128
+    retrain_lr: float = 1e-3
+    calibration_copies: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.probe_baseline not in ("reference", "label"):
-            raise ValueError(f"probe_baseline must be 'reference' or 'label', got {self.probe_baseline!r}")
+        if self.probe_baseline not in _BASELINE_WORDS:
+            raise ValueError(f"probe_baseline must be one of {', '.join(_BASELINE_WORDS)}, got {self.probe_baseline!r}")
+        if self.calibration_copies < 1:
+            raise ValueError(f"calibration_copies must be at least 1, got {self.calibration_copies}")
         if self.probe_seeds < 1:
             raise ValueError(f"probe_seeds must be at least 1, got {self.probe_seeds}")
 
@@ -113,6 +148,34 @@ class DetectorConfig:
         if budget not in BUDGETS:
             raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
         return cls(**{**TASK_DEFAULTS.get(task, {}), **BUDGETS[budget].get(task, {})})
+
+    @classmethod
+    def for_data(cls, data: TaskData, *, budget: str = "standard") -> DetectorConfig:
+        """Settings for an operator's own data, scaled to its size.
+
+        Half the held-out images (at most 2,000) score the probe and a quarter (at most
+        256) fine-tune; the probe trains on every training image (at most 12,000, 3,000
+        with the ``quick`` budget), with ORL's small-data recipe (augmented copies,
+        Huber loss, three probe seeds) under 2,000; the baseline is the upload's graph
+        retrained twice, so the margin carries the spread of honest copies on this data.
+        """
+        if budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+        test, train = len(data.test_images), len(data.train_images)
+        settings: dict[str, Any] = {
+            **TASK_DEFAULTS["fashion-mnist"],
+            "heldout_samples": min(2000, test // 2),
+            "finetune_samples": min(256, test // 4),
+            "finetune_batch": min(64, max(8, test // 8)),
+            "probe_samples": min(12000 if budget == "standard" else 3000, train),
+            "calibration_copies": 2,
+        }
+        if train < 2000:
+            small = {
+                k: v for k, v in TASK_DEFAULTS["orl-pose"].items() if k.startswith("probe_") and k != "probe_samples"
+            }
+            settings.update(small, probe_baseline="retrained")
+        return cls(**settings)
 
 
 # ORL has 200 public faces and 3 outputs, so a leak is worth tenths of a dB: probe on
@@ -156,18 +219,21 @@ class VerificationReport:
     verdict: str
     rule: str
     accuracy: float
-    v: float
-    cosine: float
-    v_flag: bool
+    v: float | None
+    cosine: float | None
+    v_flag: bool | None
     entropy: float
     reference_entropy: float
     probe: dict[str, float]
     reference_probe: dict[str, float]
     label_probe: dict[str, float]
+    retrained_probe: dict[str, float] | None
+    calibration: dict[str, Any] | None
     psnr_gap_db: float
     config: dict[str, Any]
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -181,6 +247,9 @@ def fine_tune_divergence(
 
     The copy is fine-tuned in eval mode (frozen normalisation statistics, no dropout),
     the way its exported ONNX graph computes.
+
+    Raises:
+        FloatingPointError: The fine-tuned copy's outputs are not finite.
     """
     tuned = copy.deepcopy(model).eval()
     optimizer = torch.optim.Adam(tuned.parameters(), lr=config.finetune_lr)
@@ -192,6 +261,8 @@ def fine_tune_divergence(
         loss.backward()
         optimizer.step()
     before, after = classifier_outputs(model, heldout), classifier_outputs(tuned, heldout)
+    if not torch.isfinite(after).all():
+        raise FloatingPointError(f"fine-tuning at learning rate {config.finetune_lr} made the outputs non-finite")
     cosine = float(F.cosine_similarity(before, after, dim=1).mean())
     return (1 - cosine) / 2, cosine
 
@@ -210,9 +281,9 @@ class _Probe:
 
 
 def _probe(
-    model: nn.Module, task: str, config: DetectorConfig, metric: MahalanobisMetric, *, with_label: bool
+    model: Classifier, task: ModelTask, config: DetectorConfig, metric: MahalanobisMetric, *, with_label: bool
 ) -> _Probe:
-    data = load_task_data(task)
+    data = task.loader()
     originals = data.train_images[: config.probe_samples]
     heldout = data.test_images[: config.heldout_samples]
     heldout_outputs = classifier_outputs(model, heldout)
@@ -249,12 +320,12 @@ def _probe(
 
 
 @cache
-def _metric(task: str, samples: int) -> MahalanobisMetric:
-    return MahalanobisMetric(load_task_data(task).train_images[:samples])
+def _metric(task: ModelTask, samples: int) -> MahalanobisMetric:
+    return MahalanobisMetric(task.loader().train_images[:samples])
 
 
 @cache
-def _reference(task: str, config: DetectorConfig) -> _Probe:
+def _reference(task: ModelTask, config: DetectorConfig) -> _Probe:
     """The verifier's own honest model of the task and its probe (trained once per process)."""
     honest = train_vicious(
         task, ViciousConfig(epochs=config.reference_epochs, train_samples=config.probe_samples, seed=config.seed + 1000)
@@ -274,23 +345,161 @@ _VERDICT_ONLY_SETTINGS: dict[str, Any] = {
     "probe_baseline": "reference",
 }
 
-_BASELINE_WORDS = {
-    "reference": "that of the verifier's honest reference model",
-    "label": "that of the same probe trained on the model's predicted classes alone",
-}
+
+def _fine_tune_signal(
+    trainable: nn.Module | str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    heldout: torch.Tensor,
+    config: DetectorConfig,
+    unavailable: dict[str, str],
+) -> tuple[float | None, float | None]:
+    """``(v, C)``, or ``(None, None)`` with the reason recorded in ``unavailable``."""
+    if isinstance(trainable, str):
+        unavailable["fine_tune"] = trainable
+        return None, None
+    try:
+        return fine_tune_divergence(trainable, images, labels, heldout, config)
+    except FloatingPointError as exc:
+        unavailable["fine_tune"] = f"not computed: {exc}"
+        return None, None
 
 
-def verify_classifier(model: nn.Module, *, task: str, config: DetectorConfig | None = None) -> VerificationReport:
-    """Run the three signals on ``model`` (a torch module; ONNX uploads go through ``onnx_to_torch``).
+def fresh_copy(module: nn.Module, *, generator: torch.Generator) -> nn.Module:
+    """The same architecture with freshly drawn weights.
+
+    A converted upload (:class:`~cloud_stub.verification.runtime.ConventionAdapter`) is
+    re-initialised by its graph's roles; any other torch module by its layers'
+    ``reset_parameters`` (with torch's global generator forked and seeded from ``generator``).
+    """
+    from cloud_stub.verification.runtime import ConventionAdapter
+
+    if isinstance(module, ConventionAdapter):
+        return ConventionAdapter(module.graph.reinitialise(generator), module.conventions)
+    fresh = copy.deepcopy(module)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        for layer in fresh.modules():
+            reset = getattr(layer, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    return fresh
+
+
+def train_to_accuracy(
+    module: nn.Module, data: TaskData, *, target: float, config: DetectorConfig, validation: slice
+) -> dict[str, float]:
+    """Train ``module`` honestly (cross-entropy, Adam) until it is as accurate as ``target`` on the validation images.
+
+    Returns:
+        Steps taken and the validation accuracy reached.
+    """
+    images, labels = data.train_images[: config.probe_samples], data.train_labels[: config.probe_samples]
+    val_x, val_y = data.test_images[validation], data.test_labels[validation]
+    generator = torch.Generator().manual_seed(config.seed + 2000)
+    optimizer = torch.optim.Adam(module.parameters(), lr=config.retrain_lr)
+    steps, accuracy = 0, 0.0
+    for _ in range(config.retrain_epochs):
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(order) - 1, config.retrain_batch):
+            idx = order[start : start + config.retrain_batch]
+            module.train()
+            loss = F.cross_entropy(module(images[idx]), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            if steps % 20 == 0:
+                accuracy = float((classifier_outputs(module, val_x).argmax(1) == val_y).float().mean())
+                if accuracy >= target:
+                    return {"steps": steps, "accuracy": accuracy, "target": target}
+    accuracy = float((classifier_outputs(module, val_x).argmax(1) == val_y).float().mean())
+    return {"steps": steps, "accuracy": accuracy, "target": target}
+
+
+@dataclass(frozen=True)
+class _Retrained:
+    probe: _Probe
+    calibration: dict[str, Any]
+
+
+def _retrained_probe(
+    model: Classifier,
+    trainable: nn.Module | str,
+    task: ModelTask,
+    config: DetectorConfig,
+    metric: MahalanobisMetric,
+    unavailable: dict[str, str],
+) -> _Retrained | None:
+    """The probe on the upload's own graph, re-initialised and trained honestly to the upload's accuracy.
+
+    With ``config.calibration_copies`` above one, that many copies (other seeds) are
+    trained; the baseline is their mean and their spread is added to the margin.
+    """
+    if isinstance(trainable, str):
+        unavailable["retrained_baseline"] = trainable.replace("not computed", "not built") + (
+            "; the verdict uses the reference baseline"
+        )
+        return None
+    data = task.loader()
+    start = config.heldout_samples + config.finetune_samples
+    validation = slice(start, start + 500) if len(data.test_images) >= start + 100 else slice(0, config.heldout_samples)
+    val_x, val_y = data.test_images[validation], data.test_labels[validation]
+    target = float((classifier_outputs(model, val_x).argmax(1) == val_y).float().mean())
+    probes, training = [], []
+    for copy_index in range(config.calibration_copies):
+        generator = torch.Generator().manual_seed(config.seed + 3000 + copy_index)
+        honest = fresh_copy(trainable, generator=generator)
+        training.append(train_to_accuracy(honest, data, target=target, config=config, validation=validation))
+        probes.append(
+            _probe(honest.eval(), task, replace(config, seed=config.seed + copy_index), metric, with_label=False)
+        )
+    psnrs = [p.quality["psnr"] for p in probes]
+    spread = max(psnrs) - min(psnrs)
+    mean = {key: float(np.mean([p.quality[key] for p in probes])) for key in probes[0].quality}
+    calibration = {
+        "copies": len(probes),
+        "validation_images": len(val_x),
+        "copy_psnr": psnrs,
+        "spread_db": spread,
+        "margin_db": config.psnr_margin_db + spread,
+        "training": training,
+    }
+    return _Retrained(_Probe(mean, float(np.mean([p.entropy for p in probes]))), calibration)
+
+
+def verify_classifier(
+    model: Classifier,
+    *,
+    task: str | ModelTask,
+    config: DetectorConfig | None = None,
+    trainable: nn.Module | str | None = None,
+) -> VerificationReport:
+    """Run the three signals on a classifier.
+
+    Args:
+        model: Images ``(N, C, S, S)`` in ``[0, 1]`` -> logits ``(N, classes)``: a torch
+            module, or an upload run by onnxruntime (:class:`~cloud_stub.verification.runtime.OnnxClassifier`).
+        task: The claimed task: a built-in name or an operator's :class:`ModelTask`.
+        config: Budget and thresholds; ``DetectorConfig.for_task`` if omitted.
+        trainable: The torch module the fine-tune signal trains (a copy is tuned), or
+            the reason there is none; ``model`` itself when it is a torch module.
+
+    Returns:
+        The report; a signal that could not be computed is ``None`` there and its
+        reason is in ``unavailable``.
 
     Raises:
         TaskDataError: The task's data is not installed.
     """
-    config = config or DetectorConfig.for_task(task)
+    spec = resolve_task(task)
+    config = config or DetectorConfig.for_task(spec.name)
     start = time.perf_counter()
-    spec = MODEL_TASKS[task]
-    data = load_task_data(task)
+    data = spec.loader()
+    if trainable is None:
+        trainable = model if isinstance(model, nn.Module) else "not computed: no trainable copy of the model"
     timings: dict[str, float] = {}
+    unavailable: dict[str, str] = {}
     heldout_x = data.test_images[: config.heldout_samples]
     heldout_y = data.test_labels[: config.heldout_samples]
     # The labelled fine-tuning batch comes from held-out images beyond those compared.
@@ -299,19 +508,35 @@ def verify_classifier(model: nn.Module, *, task: str, config: DetectorConfig | N
     if len(tune_x) < config.finetune_samples:  # small tasks (ORL): fine-tune on training images
         tune_x, tune_y = data.train_images[: config.finetune_samples], data.train_labels[: config.finetune_samples]
     t = time.perf_counter()
-    reference = _reference(task, replace(config, **_VERDICT_ONLY_SETTINGS))
+    reference = _reference(spec, replace(config, **_VERDICT_ONLY_SETTINGS))
     timings["reference"] = time.perf_counter() - t
     t = time.perf_counter()
-    v, cosine = fine_tune_divergence(model, tune_x, tune_y, heldout_x, config)
+    v, cosine = _fine_tune_signal(trainable, tune_x, tune_y, heldout_x, config, unavailable)
     timings["fine_tune"] = time.perf_counter() - t
     t = time.perf_counter()
-    probe = _probe(model, task, config, _metric(task, config.probe_samples), with_label=True)
+    metric = _metric(spec, config.probe_samples)
+    probe = _probe(model, spec, config, metric, with_label=True)
     assert probe.label_quality is not None
     timings["probe"] = time.perf_counter() - t
+    retrained: _Retrained | None = None
+    baseline_kind = config.probe_baseline
+    margin = config.psnr_margin_db
+    if baseline_kind == "retrained":
+        t = time.perf_counter()
+        retrained = _retrained_probe(model, trainable, spec, config, metric, unavailable)
+        timings["retrained"] = time.perf_counter() - t
+        baseline_kind = "retrained" if retrained is not None else "reference"
+        margin = retrained.calibration["margin_db"] if retrained is not None else margin
     accuracy = float((classifier_outputs(model, heldout_x).argmax(1) == heldout_y).float().mean())
-    baseline = reference.quality if config.probe_baseline == "reference" else probe.label_quality
+    baselines = {
+        "reference": reference.quality,
+        "label": probe.label_quality,
+        "retrained": retrained.probe.quality if retrained is not None else None,
+    }
+    baseline = baselines[baseline_kind]
+    assert baseline is not None
     gap = probe.quality["psnr"] - baseline["psnr"]
-    vicious = gap > config.psnr_margin_db
+    vicious = gap > margin
     used = {
         "description": spec.description,
         "heldout_images": len(heldout_x),
@@ -319,22 +544,30 @@ def verify_classifier(model: nn.Module, *, task: str, config: DetectorConfig | N
         "probe_training_images": min(config.probe_samples, len(data.train_images)),
     }
     return VerificationReport(
-        task=task,
+        task=spec.name,
         data=used,
         verdict="vicious" if vicious else "honest",
-        rule=f"vicious if the decoder probe's PSNR exceeds {_BASELINE_WORDS[config.probe_baseline]} by more "
-        f"than {config.psnr_margin_db} dB",
+        rule=f"vicious if the decoder probe's PSNR exceeds {_BASELINE_WORDS[baseline_kind]} by more "
+        f"than {margin:.2f} dB"
+        + (
+            f" ({config.psnr_margin_db} dB + the spread of {retrained.calibration['copies']} honest copies)"
+            if retrained is not None and config.calibration_copies > 1
+            else ""
+        ),
         accuracy=accuracy,
         v=v,
         cosine=cosine,
-        v_flag=v > config.v_threshold,
+        v_flag=None if v is None else v > config.v_threshold,
         entropy=probe.entropy,
         reference_entropy=reference.entropy,
         probe=probe.quality,
         reference_probe=reference.quality,
         label_probe=probe.label_quality,
+        retrained_probe=retrained.probe.quality if retrained is not None else None,
+        calibration=retrained.calibration if retrained is not None else None,
         psnr_gap_db=gap,
         config=asdict(config),
         seconds=time.perf_counter() - start,
         timings=timings,
+        unavailable=unavailable,
     )

@@ -22,7 +22,15 @@ from cloud_stub.errors import CloudStubError
 from edge_sdk.data.images import ImageSpec
 from edge_sdk.data.orl import load_orl
 
-__all__ = ["FASHION_MNIST_DIR", "MODEL_TASKS", "ModelTask", "TaskData", "TaskDataError", "load_task_data"]
+__all__ = [
+    "FASHION_MNIST_DIR",
+    "MODEL_TASKS",
+    "ModelTask",
+    "TaskData",
+    "TaskDataError",
+    "load_task_data",
+    "resolve_task",
+]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -99,12 +107,23 @@ MODEL_TASKS: dict[str, ModelTask] = {
 }
 
 
-def load_task_data(task: str) -> TaskData:
+def load_task_data(task: str | ModelTask) -> TaskData:
     """The images and labels of a task (cached after the first call).
 
     Raises:
         TaskDataError: Unknown task, or its data is not installed.
     """
+    return resolve_task(task).loader()
+
+
+def resolve_task(task: str | ModelTask) -> ModelTask:
+    """A built-in task by name, or the operator's :class:`ModelTask` itself.
+
+    Raises:
+        TaskDataError: Unknown task name.
+    """
+    if isinstance(task, ModelTask):
+        return task
     if task not in MODEL_TASKS:
         raise TaskDataError(f"unknown task {task!r}; choose one of {', '.join(MODEL_TASKS)}")
-    return MODEL_TASKS[task].loader()
+    return MODEL_TASKS[task]

@@ -7,31 +7,47 @@ from typing import Any
 
 from cloud_stub.uploads import check_onnx_model
 from cloud_stub.verification.detector import DetectorConfig, verify_classifier
-from cloud_stub.verification.onnx_torch import onnx_to_torch
+from cloud_stub.verification.runtime import ModelConventions, OnnxClassifier, trainable_copy
+from cloud_stub.verification.tasks import ModelTask, resolve_task
 
 __all__ = ["verify_onnx"]
 
 
 def verify_onnx(
-    data: bytes, *, task: str, config: DetectorConfig | None = None, budget: str = "standard"
+    data: bytes,
+    *,
+    task: str | ModelTask,
+    config: DetectorConfig | None = None,
+    budget: str = "standard",
+    threads: int = 1,
 ) -> dict[str, Any]:
-    """Check, convert and verify ONNX bytes; return the JSON report.
+    """Check ONNX bytes, run them in onnxruntime with the conventions found and verify; return the JSON report.
+
+    The outputs the probe and the accuracy read come from onnxruntime; the fine-tune
+    signal trains the graph's torch copy when it converts and agrees with onnxruntime,
+    and says why not otherwise (``unavailable``).
 
     Args:
         data: The ONNX file's bytes.
-        task: Claimed task.
+        task: Claimed task: a built-in name or an operator's :class:`ModelTask`.
         config: Detector settings; ``DetectorConfig.for_task(task, budget=budget)`` if omitted.
         budget: ``standard`` or ``quick`` when ``config`` is omitted.
+        threads: onnxruntime intra-op threads.
 
     Raises:
-        ModelRejectedError: Not a valid ONNX classifier for the task.
-        UnsupportedOnnxError: It uses operators the converter does not run.
+        ModelRejectedError: Not a valid ONNX classifier for the task, or it does not run
+            on the task's images (the reason says which).
         TaskDataError: The task's data is not installed.
     """
     start = time.perf_counter()
-    summary = check_onnx_model(data, task=task)
-    config = config or DetectorConfig.for_task(task, budget=budget)
-    report = verify_classifier(onnx_to_torch(data), task=task, config=config).to_json()
+    spec = resolve_task(task)
+    summary = check_onnx_model(data, task=spec, threads=threads)
+    conventions = ModelConventions(**{**summary["conventions"], "notes": tuple(summary["conventions"]["notes"])})
+    config = config or DetectorConfig.for_task(spec.name, budget=budget)
+    copy = trainable_copy(data, conventions, spec.loader().test_images)
+    model = OnnxClassifier(data, conventions, threads=threads)
+    report = verify_classifier(model, task=spec, config=config, trainable=copy.module or copy.status).to_json()
     report["model"] = summary
+    report["conventions"] = summary["conventions"]
     report["seconds"] = round(time.perf_counter() - start, 3)
     return report

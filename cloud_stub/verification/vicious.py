@@ -10,6 +10,7 @@ how much an uploaded model's outputs reveal about its inputs.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cloud_stub.verification.networks import OutputDecoder, TaskClassifier
-from cloud_stub.verification.tasks import MODEL_TASKS, TaskData, load_task_data
+from cloud_stub.verification.tasks import ModelTask, TaskData, resolve_task
 from edge_sdk.metrics import MahalanobisMetric, psnr, reconstruction_risk, ssim
 
 __all__ = [
@@ -83,7 +84,7 @@ class ViciousConfig:
 class ViciousModels:
     """A classifier, the decoder trained with it, and the training record."""
 
-    classifier: TaskClassifier
+    classifier: torch.nn.Module
     decoder: OutputDecoder
     config: ViciousConfig
     best_epoch: int
@@ -97,9 +98,12 @@ def reconstruction_loss(
     return alpha * (1 - ssim(reconstructions, images).mean()) + gamma * F.huber_loss(reconstructions, images)
 
 
-def classifier_outputs(model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
-    """The model's outputs (logits) in eval mode, without gradients."""
-    model.eval()
+def classifier_outputs(
+    model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, *, batch_size: int = 512
+) -> torch.Tensor:
+    """The model's outputs (logits) without gradients; a torch module is put in eval mode."""
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     with torch.no_grad():
         return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
@@ -132,9 +136,18 @@ def _split(n: int, fraction: float, generator: torch.Generator) -> tuple[torch.T
 
 
 def train_vicious(
-    task: str, config: ViciousConfig, *, data: TaskData | None = None, progress: bool = False
+    task: str | ModelTask,
+    config: ViciousConfig,
+    *,
+    data: TaskData | None = None,
+    classifier: torch.nn.Module | None = None,
+    progress: bool = False,
 ) -> ViciousModels:
     """Train F and G with Algorithm 1 on a task's training images.
+
+    ``classifier`` is the network trained as F (images ``(B, C, S, S)`` in ``[0, 1]`` ->
+    logits), freshly initialised by the caller; :class:`TaskClassifier` of
+    ``config.width`` when omitted.
 
     Example:
         >>> from cloud_stub.verification.tasks import TaskData
@@ -145,8 +158,8 @@ def train_vicious(
         >>> models.decoder(classifier_outputs(models.classifier, x[:2])).shape
         torch.Size([2, 1, 28, 28])
     """
-    spec = MODEL_TASKS[task]
-    data = data or load_task_data(task)
+    spec = resolve_task(task)
+    data = data or spec.loader()
     images, labels = data.train_images, data.train_labels
     if config.train_samples is not None:
         images, labels = images[: config.train_samples], labels[: config.train_samples]
@@ -154,7 +167,8 @@ def train_vicious(
     with torch.random.fork_rng(devices=[]):  # seeded by the argument, the caller's state untouched
         torch.manual_seed(config.seed)
         train_idx, val_idx = _split(len(images), config.validation_fraction, generator)
-        classifier = TaskClassifier(input_shape=spec.input_shape, num_classes=spec.num_classes, width=config.width)
+        if classifier is None:
+            classifier = TaskClassifier(input_shape=spec.input_shape, num_classes=spec.num_classes, width=config.width)
         decoder = OutputDecoder(num_classes=spec.num_classes, image_shape=spec.input_shape)
         opt_f = torch.optim.Adam(classifier.parameters(), lr=config.lr)
         opt_g = torch.optim.Adam(decoder.parameters(), lr=config.lr)

@@ -1,0 +1,310 @@
+"""Uploads as exporters write them: conventions found on task images, refusals at upload, the torch copy."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from PIL import Image
+from torch import nn
+from typer.testing import CliRunner
+
+from cloud_stub.cli.root import app as cloud_app
+from cloud_stub.errors import ModelRejectedError
+from cloud_stub.uploads import check_onnx_model
+from cloud_stub.verification.detector import DetectorConfig, fresh_copy, train_to_accuracy
+from cloud_stub.verification.operator_data import OperatorDataError, load_operator_task
+from cloud_stub.verification.runtime import OnnxClassifier, inspect_classifier, trainable_copy
+from cloud_stub.verification.tasks import ModelTask, TaskData
+from cloud_stub.verification.verify import verify_onnx
+
+
+def _squares(n: int, seed: int) -> TaskData:
+    """16x16 images whose class (of 4) is the quadrant of a bright square: learnable by any small model."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    images = 0.2 * torch.rand(n, 1, 16, 16, generator=g)
+    for i, label in enumerate(labels.tolist()):
+        top, left = 8 * (label // 2) + 2, 8 * (label % 2) + 2
+        images[i, 0, top : top + 4, left : left + 4] += 0.7
+    return TaskData(images[: n // 2], labels[: n // 2], images[n // 2 :], labels[n // 2 :])
+
+
+DATA = _squares(400, 0)
+TASK = ModelTask("squares", (1, 16, 16), 4, "quadrant of a bright square", lambda: DATA)
+
+
+def _templates(scale: float = 1.0) -> nn.Module:
+    """A linear classifier scoring each quadrant's brightness; ``scale`` is the pixel range it expects."""
+    layer = nn.Linear(256, 4)
+    with torch.no_grad():
+        weight = torch.zeros(4, 1, 16, 16)
+        for label in range(4):
+            top, left = 8 * (label // 2), 8 * (label % 2)
+            weight[label, 0, top : top + 8, left : left + 8] = 1.0 / scale
+        layer.weight.copy_(weight.flatten(1))
+        layer.bias.copy_(torch.tensor([6.0, 0.0, 0.0, 0.0]))  # outweighed only by pixels in the expected range
+    return nn.Sequential(nn.Flatten(), layer)
+
+
+class _ChannelsLast(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.permute(0, 3, 1, 2))
+
+
+def _export(module: nn.Module, example: torch.Tensor, *, dynamo: bool = False, dynamic: bool = True) -> bytes:
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            shapes = ({0: torch.export.Dim("batch")},) if dynamic else None
+            program = torch.onnx.export(module.eval(), (example,), dynamo=True, dynamic_shapes=shapes)
+            assert program is not None
+            return program.model_proto.SerializeToString()
+        buffer = io.BytesIO()
+        axes = {"x": {0: "n"}} if dynamic else None
+        torch.onnx.export(module.eval(), (example,), buffer, dynamo=False, input_names=["x"], dynamic_axes=axes)
+        return buffer.getvalue()
+
+
+def _inspect(data: bytes) -> tuple[OnnxClassifier, list[str]]:
+    found = inspect_classifier(data, task=TASK, images=DATA.test_images, labels=DATA.test_labels)
+    return OnnxClassifier(data, found.conventions), list(found.conventions.notes)
+
+
+def test_a_fixed_batch_graph_runs_in_its_batch_and_its_torch_copy_runs_any_batch() -> None:
+    module = nn.Sequential(_templates(), nn.ReLU(), nn.Linear(4, 4))
+    data = _export(module, torch.rand(1, 1, 16, 16), dynamo=True, dynamic=False)
+    assert onnx.load_from_string(data).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    runner, notes = _inspect(data)
+    assert runner.conventions.batch == 1 and any("exactly 1" in note for note in notes)
+    x = DATA.test_images[:7]
+    torch.testing.assert_close(runner(x), module(x).detach(), atol=1e-5, rtol=1e-5)
+    copy = trainable_copy(data, runner.conventions, DATA.test_images)
+    assert copy.status == "available" and copy.module is not None
+    assert copy.module.conventions.batch is None  # Reshape [1, -1] takes the actual batch
+    torch.testing.assert_close(copy.module(x), module(x), atol=1e-5, rtol=1e-5)
+
+
+def test_channels_last_probabilities_and_pixel_range_are_found_on_task_images() -> None:
+    probabilities = nn.Sequential(_templates(), nn.Softmax(dim=1))
+    runner, notes = _inspect(_export(probabilities, torch.rand(2, 1, 16, 16)))
+    assert runner.conventions.outputs == "probabilities" and any("logarithm" in note for note in notes)
+    x = DATA.test_images[:5]
+    torch.testing.assert_close(runner(x), torch.log_softmax(_templates()(x), 1).detach(), atol=1e-4, rtol=1e-4)
+
+    channels_last = _ChannelsLast(_templates())
+    runner, _ = _inspect(_export(channels_last, torch.rand(2, 16, 16, 1)))
+    assert runner.conventions.layout == "channels-last"
+    torch.testing.assert_close(runner(x), _templates()(x).detach(), atol=1e-5, rtol=1e-5)
+
+    runner, notes = _inspect(_export(_templates(scale=255.0), torch.rand(2, 1, 16, 16)))
+    assert runner.conventions.input_range == "[0, 255]" and any("[0, 255]" in note for note in notes)
+    accuracy = float((runner(DATA.test_images).argmax(1) == DATA.test_labels).float().mean())
+    assert accuracy > 0.95
+
+
+def _graph(nodes: list[onnx.NodeProto], inputs: list[int | str], outputs: int, **initializers: np.ndarray) -> bytes:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, inputs)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", outputs])],
+        initializer=[onnx.numpy_helper.from_array(value, name) for name, value in initializers.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+
+
+def test_a_graph_declaring_a_dynamic_batch_that_runs_one_image_at_a_time_is_run_that_way() -> None:
+    weight = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["y"])]
+    data = _graph(nodes, ["n", 1, 16, 16], 4, shape=np.array([1, 256], np.int64), w=weight)
+    runner, notes = _inspect(data)
+    assert runner.conventions.batch == 1 and any("one image at a time" in note for note in notes)
+    x = DATA.test_images[:3]
+    np.testing.assert_allclose(runner(x).numpy(), x.reshape(3, 256).numpy() @ weight, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "outputs", "initializers", "reason"),
+    [
+        (
+            [helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=0)],
+            1,
+            {"axes": np.array([2, 3], np.int64)},
+            "returns shape",
+        ),
+        (
+            [
+                helper.make_node("Sub", ["x", "two"], ["d"]),
+                helper.make_node("Sqrt", ["d"], ["s"]),
+                helper.make_node("AveragePool", ["s"], ["p"], kernel_shape=[8, 8], strides=[8, 8]),
+                helper.make_node("Flatten", ["p"], ["y"]),
+            ],
+            4,
+            {"two": np.array(2.0, np.float32)},
+            "NaN",
+        ),
+        ([helper.make_node("Mystery", ["x"], ["y"], domain="com.example")], 4, {}, "onnxruntime cannot load"),
+    ],
+    ids=["wrong-class-count", "nan", "unknown-operator"],
+)
+def test_models_that_cannot_be_verified_are_refused_at_upload_with_the_reason(
+    nodes: list[onnx.NodeProto], outputs: int, initializers: dict[str, np.ndarray], reason: str
+) -> None:
+    data = _graph(nodes, ["n", 1, 16, 16], outputs, **initializers)
+    with pytest.raises(ModelRejectedError, match=reason):
+        inspect_classifier(data, task=TASK, images=DATA.test_images, labels=DATA.test_labels)
+
+
+def test_wrong_input_shape_and_training_mode_are_refused_by_the_upload_check() -> None:
+    with pytest.raises(ModelRejectedError, match="channels-last"):
+        check_onnx_model(_export(_templates(), torch.rand(2, 1, 16, 16)), task="fashion-mnist")
+    module = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2 * 14 * 14, 4))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.train(), (torch.rand(2, 1, 16, 16),), buffer, dynamo=False, training=torch.onnx.TrainingMode.TRAINING
+        )
+    with pytest.raises(ModelRejectedError, match=r"model\.eval"):
+        check_onnx_model(buffer.getvalue(), task=TASK)
+
+
+def test_the_retrained_baseline_is_the_same_graph_with_fresh_weights_trained_to_the_uploads_accuracy() -> None:
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(), nn.Linear(64, 4))
+    data = _export(module, torch.rand(2, 1, 16, 16), dynamo=True)
+    runner, _ = _inspect(data)
+    copy = trainable_copy(data, runner.conventions, DATA.test_images)
+    assert copy.module is not None
+    fresh = fresh_copy(copy.module, generator=torch.Generator().manual_seed(7))
+    before = dict(copy.module.named_parameters())
+    for name, parameter in fresh.named_parameters():
+        assert parameter.shape == before[name].shape and not torch.equal(parameter, before[name])
+    again = fresh_copy(copy.module, generator=torch.Generator().manual_seed(7))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), again.parameters(), strict=True))  # seeded
+    config = DetectorConfig(probe_samples=200, retrain_epochs=20, retrain_batch=20, heldout_samples=100)
+    reached = train_to_accuracy(fresh, DATA, target=0.9, config=config, validation=slice(0, 100))
+    assert reached["accuracy"] >= 0.9 and reached["steps"] < 20 * 10
+
+
+def test_an_upload_is_verified_on_onnxruntime_outputs_with_every_signal_or_its_reason() -> None:
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(), nn.Linear(64, 4))
+    config = DetectorConfig(
+        probe_samples=200,
+        heldout_samples=100,
+        finetune_samples=32,
+        finetune_batch=16,
+        finetune_steps=2,
+        probe_steps=20,
+        probe_batch=32,
+        reference_epochs=1,
+        retrain_epochs=2,
+        probe_baseline="retrained",
+    )
+    with_softmax = _export(nn.Sequential(module, nn.Softmax(1)), torch.rand(1, 1, 16, 16), dynamo=True, dynamic=False)
+    report = verify_onnx(with_softmax, task=TASK, config=config)
+    assert report["conventions"]["batch"] == 1 and report["conventions"]["outputs"] == "probabilities"
+    assert report["unavailable"] == {} and report["v"] is not None and report["retrained_probe"] is not None
+    assert "re-initialised" in report["rule"]
+    assert report["psnr_gap_db"] == pytest.approx(report["probe"]["psnr"] - report["retrained_probe"]["psnr"])
+    # A graph the converter cannot copy still gets a verdict, from the reference baseline, with the reasons.
+    weight = np.random.default_rng(0).normal(size=(4, 256)).astype(np.float32)
+    nodes = [
+        helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+        helper.make_node("Einsum", ["flat", "w"], ["y"], equation="nk,ck->nc"),
+    ]
+    einsum = _graph(nodes, ["n", 1, 16, 16], 4, shape=np.array([-1, 256], np.int64), w=weight)
+    report = verify_onnx(einsum, task=TASK, config=config)
+    assert report["v"] is None and "Einsum" in report["unavailable"]["fine_tune"]
+    assert "reference baseline" in report["unavailable"]["retrained_baseline"]
+    assert report["verdict"] in ("honest", "vicious") and "reference model" in report["rule"]
+
+
+# --- the operator's own task ------------------------------------------------------------------------
+
+
+def _write_folder(root: Path, data: TaskData, count: int) -> None:
+    images = torch.cat([data.train_images, data.test_images])[:count]
+    labels = torch.cat([data.train_labels, data.test_labels])[:count]
+    root.mkdir()
+    lines = ["file,label"]
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8), mode="L").save(root / f"{index}.png")
+        lines.append(f"{index}.png,{int(label)}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_an_operator_folder_and_npz_become_the_same_task_split_per_class(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "folder", DATA, 400)
+    from_folder = load_operator_task(tmp_path / "folder")
+    images = torch.cat([DATA.train_images, DATA.test_images])
+    labels = torch.cat([DATA.train_labels, DATA.test_labels])
+    np.savez(tmp_path / "data.npz", images=(images[:, 0].numpy() * 255).round().astype(np.uint8), labels=labels)
+    from_npz = load_operator_task(tmp_path / "data.npz")
+    assert from_folder.input_shape == from_npz.input_shape == (1, 16, 16) and from_folder.num_classes == 4
+    assert from_folder.name == from_npz.name  # named by the content: the same images and labels
+    split = from_npz.loader()
+    assert (len(split.train_images), len(split.test_images)) == (280, 120)
+    counts = torch.bincount(split.test_labels, minlength=4)
+    assert counts.tolist() == [round(0.3 * int(c)) for c in torch.bincount(labels, minlength=4)]
+    assert torch.equal(load_operator_task(tmp_path / "data.npz").loader().test_labels, split.test_labels)  # seeded
+
+
+def test_operator_data_that_cannot_be_verified_on_is_refused_with_what_it_needs(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).random((100, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "small.npz", images=x, labels=np.arange(100) % 2)
+    with pytest.raises(OperatorDataError, match=r"needs at least 334"):
+        load_operator_task(tmp_path / "small.npz")
+    np.savez(tmp_path / "objects.npz", images=np.array([object()] * 3), labels=np.arange(3))
+    with pytest.raises(OperatorDataError, match="pickled"):
+        load_operator_task(tmp_path / "objects.npz")
+    np.savez(tmp_path / "one.npz", images=np.zeros((400, 8, 8), np.float32), labels=np.zeros(400, np.int64))
+    with pytest.raises(OperatorDataError, match="K >= 2"):
+        load_operator_task(tmp_path / "one.npz")
+    np.savez(tmp_path / "range.npz", images=np.full((400, 8, 8), 2.0, np.float32), labels=np.arange(400) % 2)
+    with pytest.raises(OperatorDataError, match=r"\[0, 1\]"):
+        load_operator_task(tmp_path / "range.npz")
+    _write_folder(tmp_path / "escape", DATA, 3)
+    (tmp_path / "escape" / "labels.csv").write_text("file,label\n../small.npz,0\n")
+    with pytest.raises(OperatorDataError, match="outside the folder"):
+        load_operator_task(tmp_path / "escape")
+    with pytest.raises(OperatorDataError, match=r"labels\.csv or an \.npz"):
+        load_operator_task(tmp_path / "missing")
+
+
+@pytest.mark.slow
+def test_cli_verifies_a_model_on_the_operators_own_data(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(), nn.Linear(64, 4))
+    train_to_accuracy(
+        module, DATA, target=1.0, config=DetectorConfig(retrain_epochs=5, retrain_batch=20), validation=slice(0, 100)
+    )
+    (tmp_path / "m.onnx").write_bytes(_export(module, torch.rand(2, 1, 16, 16)))
+    images = torch.cat([DATA.train_images, DATA.test_images])[:, 0].numpy()
+    np.savez(tmp_path / "d.npz", images=images, labels=torch.cat([DATA.train_labels, DATA.test_labels]).numpy())
+    result = CliRunner().invoke(
+        cloud_app,
+        ["verify", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "r.json")],
+    )
+    assert result.exit_code in (0, 3), result.output
+    assert "400 images 1x16x16, 4 classes (280 to train on, 120 held out)" in result.output
+    assert "same graph retrained honestly" in result.output and "2 honest copies spread" in result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["calibration"]["copies"] == 2 and report["unavailable"] == {}
+    assert report["data"]["heldout_images"] == 60 and report["data"]["probe_training_images"] == 280
+    both = CliRunner().invoke(cloud_app, ["verify", str(tmp_path / "m.onnx"), "--data", "x", "--task", "orl-pose"])
+    assert both.exit_code == 2 and "--task for a built-in task or --data" in both.output
