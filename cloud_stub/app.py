@@ -23,6 +23,8 @@ from cloud_stub.limits import BodySizeLimit
 from cloud_stub.settings import ServerSettings
 from cloud_stub.store import Store
 from cloud_stub.training import BackgroundWorker
+from cloud_stub.verification.operator_data import OperatorDataError
+from cloud_stub.verification.tasks import TaskDataError
 from edge_sdk.client.payloads import PayloadFormatError
 from edge_sdk.errors import EdgeSDKError, NonFiniteError, TensorShapeError
 from edge_sdk.kit import Kit, load_kit
@@ -36,7 +38,9 @@ _ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (TensorShapeError, 422),
     (NonFiniteError, 422),
     (ModelRejectedError, 422),
+    (OperatorDataError, 422),
     (StoreError, 503),
+    (TaskDataError, 503),  # a built-in task's data is not installed on the server
 ]
 
 
@@ -116,7 +120,8 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
     app.state.served, app.state.worker = served, worker
 
     def body_limit(path: str) -> int:
-        return settings.max_model_bytes if path.startswith("/v1/models") else settings.max_request_bytes
+        uploads = ("/v1/models", "/v1/verification-datasets")
+        return settings.max_model_bytes if path.startswith(uploads) else settings.max_request_bytes
 
     app.add_middleware(BodySizeLimit, limit_for=body_limit)
     app.add_exception_handler(EdgeSDKError, _typed_error)

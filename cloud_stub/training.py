@@ -87,13 +87,15 @@ class BackgroundWorker:
                 self._verify(ident)
 
     def _verify(self, model_id: int) -> None:
+        from cloud_stub.uploads import upload_task
         from cloud_stub.verification.verify import verify_onnx  # torch-heavy; loaded on first use
 
         if not self.store.claim_model(model_id):
             return  # verified already, or another replica has it
         record = self.store.model(model_id)
         try:
-            report = verify_onnx(self.store.model_onnx(model_id), task=record.task, budget=self.verify_budget)
+            task = upload_task(record.task, self.store)
+            report = verify_onnx(self.store.model_onnx(model_id), task=task, budget=self.verify_budget)
         except Exception as exc:  # recorded on the model, never kills the worker
             _log.exception("verification of model %s failed", model_id)
             self.store.set_model_report(model_id, status="failed", report={"error": f"{type(exc).__name__}: {exc}"})

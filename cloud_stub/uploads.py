@@ -12,10 +12,28 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from cloud_stub.errors import ModelRejectedError
+from cloud_stub.store.verification_datasets import VerificationDatasetStore
+from cloud_stub.verification.operator_data import operator_task, read_npz
 from cloud_stub.verification.runtime import inspect_classifier, trainable_copy
 from cloud_stub.verification.tasks import ModelTask, resolve_task
 
-__all__ = ["check_onnx_model"]
+__all__ = ["DATASET_TASK_PREFIX", "check_onnx_model", "upload_task"]
+
+DATASET_TASK_PREFIX = "dataset:"  # an upload's task when it is verified on an operator's registered dataset
+
+
+def upload_task(task: str, datasets: VerificationDatasetStore) -> ModelTask:
+    """The task an upload names: a built-in task, or ``dataset:ID`` for a registered verification dataset.
+
+    Raises:
+        NotFoundError: No such dataset.
+        TaskDataError: Unknown task, or the dataset no longer reads.
+    """
+    if not task.startswith(DATASET_TASK_PREFIX):
+        return resolve_task(task)
+    dataset_id = int(task.removeprefix(DATASET_TASK_PREFIX))
+    images, labels = read_npz(datasets.verification_dataset_payload(dataset_id), what=f"dataset {dataset_id}")
+    return operator_task(images, labels, source=f"verification dataset {dataset_id}")
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:

@@ -17,6 +17,7 @@ from cloud_stub.store.schema import metadata
 
 RELEASE_0 = Path(__file__).with_name("data") / "cloud_store_release_0.sql"
 RELEASE_0_KEY = "esk_release0-fixture-key"
+HEAD = "0003"
 
 
 def _release_0_database(path: Path) -> str:
@@ -33,7 +34,7 @@ def _differences(store: Store) -> list[object]:
 def test_a_release_0_database_is_upgraded_with_its_data(tmp_path: Path) -> None:
     url = _release_0_database(tmp_path / "old.db")
     store = Store(url)
-    assert store.revision() == "0002"
+    assert store.revision() == HEAD
     assert _differences(store) == []
     key_id = store.check_api_key(RELEASE_0_KEY)
     assert key_id == 1 and [k.name for k in store.list_api_keys()] == ["phone-1"]
@@ -49,17 +50,20 @@ def test_a_release_0_database_is_upgraded_with_its_data(tmp_path: Path) -> None:
     # the upgraded database takes new writes, idempotency included
     replay = store.add_samples("pose", features, labels, api_key_id=1, idempotency_key="batch-1")
     assert replay.replayed and replay.total == 2
-    assert Store(url).revision() == "0002"  # opening again changes nothing
+    dataset_id, _ = store.add_verification_dataset(b"npz-bytes", name="d.npz", summary={"classes": 2}, api_key_id=1)
+    assert store.verification_dataset_payload(dataset_id) == b"npz-bytes"
+    assert store.add_verification_dataset(b"npz-bytes", name="again", summary={}, api_key_id=1) == (dataset_id, True)
+    assert Store(url).revision() == HEAD  # opening again changes nothing
 
 
 def test_a_new_database_matches_the_schema_and_migrations_go_both_ways(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'new.db'}")
-    assert store.revision() == "0002" and _differences(store) == []
+    assert store.revision() == HEAD and _differences(store) == []
     with store.engine.begin() as conn:
         command.downgrade(_alembic_config(conn), "0001")
     assert store.revision() == "0001"
     store.migrate()
-    assert store.revision() == "0002" and _differences(store) == []
+    assert store.revision() == HEAD and _differences(store) == []
 
 
 def test_replicas_opening_a_new_database_together_migrate_it_once(tmp_path: Path) -> None:
@@ -78,7 +82,7 @@ def test_replicas_opening_a_new_database_together_migrate_it_once(tmp_path: Path
     for thread in threads:
         thread.join()
     assert errors == []
-    assert Store(url).revision() == "0002"
+    assert Store(url).revision() == HEAD
 
 
 def test_work_interrupted_again_and_again_is_not_restarted_forever(tmp_path: Path) -> None:

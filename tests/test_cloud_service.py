@@ -384,3 +384,38 @@ def test_restart_keeps_keys_samples_heads_and_models(cloud: Cloud, tmp_path: Pat
         assert client.dataset("pose-public") == summary
         assert client.version()["active_head_id"] == active
         assert httpx.get(base + "/v1/models", headers={"X-API-Key": cloud.key}).json() == models
+
+
+def test_an_operator_registers_its_own_data_once_and_uploads_models_for_it(cloud: Cloud) -> None:
+    rng = np.random.default_rng(0)
+    images = (rng.random((400, 12, 12)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, images=images, labels=np.arange(400) % 5)
+    registered = cloud.post("/v1/verification-datasets?name=parts.npz", buffer.getvalue())
+    assert registered.status_code == 201, registered.text
+    dataset = registered.json()
+    assert dataset["summary"]["classes"] == 5 and dataset["summary"]["input_shape"] == [1, 12, 12]
+    assert (dataset["summary"]["train_images"], dataset["summary"]["heldout_images"]) == (280, 120)
+    again = cloud.post("/v1/verification-datasets", buffer.getvalue())
+    assert again.json()["id"] == dataset["id"] and again.json()["replayed"]
+    listed = httpx.get(cloud.base + "/v1/verification-datasets", headers={"X-API-Key": cloud.key}).json()
+    assert [d["id"] for d in listed] == [dataset["id"]]
+    pickled = io.BytesIO()
+    np.savez(pickled, images=np.array([object()] * 400), labels=np.arange(400))
+    refused = cloud.post("/v1/verification-datasets", pickled.getvalue())
+    assert refused.status_code == 422 and "pickled" in refused.json()["detail"]
+    small = io.BytesIO()
+    np.savez(small, images=images[:50], labels=np.arange(50) % 5)
+    assert "needs at least" in cloud.post("/v1/verification-datasets", small.getvalue()).json()["detail"]
+
+    model = linear_classifier_onnx((1, 12, 12), 5)
+    uploaded = cloud.post(f"/v1/models?dataset={dataset['id']}", model)
+    assert uploaded.status_code == 201, uploaded.text
+    record = uploaded.json()
+    assert record["task"] == f"dataset:{dataset['id']}" and record["summary"]["fine_tune"] == "available"
+    assert record["summary"]["conventions"]["layout"] == "channels-first"
+    assert cloud.post("/v1/models?dataset=999", model).status_code == 404
+    both = cloud.post(f"/v1/models?dataset={dataset['id']}&task=orl-pose", model)
+    assert both.status_code == 422 and "or a registered verification dataset (dataset=...)" in both.json()["detail"]
+    wrong_classes = cloud.post(f"/v1/models?dataset={dataset['id']}", linear_classifier_onnx((1, 12, 12), 3))
+    assert wrong_classes.status_code == 422 and "5 classes" in wrong_classes.json()["detail"]

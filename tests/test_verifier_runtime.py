@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from cloud_stub.cli.root import app as cloud_app
 from cloud_stub.errors import ModelRejectedError
 from cloud_stub.uploads import check_onnx_model
-from cloud_stub.verification.detector import DetectorConfig, fresh_copy, train_to_accuracy
+from cloud_stub.verification.detector import DetectorConfig, fresh_copy, train_through_accuracy
 from cloud_stub.verification.operator_data import OperatorDataError, load_operator_task
 from cloud_stub.verification.runtime import OnnxClassifier, inspect_classifier, trainable_copy
 from cloud_stub.verification.tasks import ModelTask, TaskData
@@ -196,8 +196,15 @@ def test_the_retrained_baseline_is_the_same_graph_with_fresh_weights_trained_to_
     again = fresh_copy(copy.module, generator=torch.Generator().manual_seed(7))
     assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), again.parameters(), strict=True))  # seeded
     config = DetectorConfig(probe_samples=200, retrain_epochs=20, retrain_batch=20, heldout_samples=100)
-    reached = train_to_accuracy(fresh, DATA, target=0.9, config=config, validation=slice(0, 100))
-    assert reached["accuracy"] >= 0.9 and reached["steps"] < 20 * 10
+    # On a plateau at the upload's accuracy: trained the whole budget, the least and most trained states kept.
+    states, reached = train_through_accuracy(fresh, DATA, target=1.0, config=config, validation=slice(0, 100))
+    assert len(states) == 2 and reached["steps"] == 20 * 10
+    assert min(reached["first_accuracy"], reached["last_accuracy"]) >= 0.98
+    assert not torch.equal(states[0]["graph.params.p0"], states[1]["graph.params.p0"])
+    # Past the upload's accuracy: stopped two checks above the band (here it jumped over it: the final state).
+    again = fresh_copy(copy.module, generator=torch.Generator().manual_seed(7))
+    states, reached = train_through_accuracy(again, DATA, target=0.5, config=config, validation=slice(0, 100))
+    assert reached["steps"] == 40 and len(states) == 1
 
 
 def test_an_upload_is_verified_on_onnxruntime_outputs_with_every_signal_or_its_reason() -> None:
@@ -290,7 +297,7 @@ def test_operator_data_that_cannot_be_verified_on_is_refused_with_what_it_needs(
 def test_cli_verifies_a_model_on_the_operators_own_data(tmp_path: Path) -> None:
     torch.manual_seed(0)
     module = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(), nn.Linear(64, 4))
-    train_to_accuracy(
+    train_through_accuracy(
         module, DATA, target=1.0, config=DetectorConfig(retrain_epochs=5, retrain_batch=20), validation=slice(0, 100)
     )
     (tmp_path / "m.onnx").write_bytes(_export(module, torch.rand(2, 1, 16, 16)))

@@ -21,6 +21,7 @@ __all__ = [
     "PredictionOut",
     "SamplesOut",
     "TrainRequest",
+    "VerificationDatasetOut",
     "VersionInfo",
 ]
 
@@ -129,3 +130,15 @@ class ModelListItem(BaseModel):
     size_bytes: int
     status: str
     created_at: float
+
+
+class VerificationDatasetOut(BaseModel):
+    id: int
+    name: str
+    sha256: str
+    size_bytes: int
+    summary: dict[str, Any] = Field(
+        description="What the verifier will use: images, classes, item shape, and the train / held-out split"
+    )
+    created_at: float
+    replayed: bool = False

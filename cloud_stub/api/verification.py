@@ -1,4 +1,4 @@
-"""Routes tagged ``verification``: upload ONNX classifiers and read their verification reports."""
+"""Routes tagged ``verification``: register verification data, upload ONNX classifiers, read their reports."""
 
 import re
 import time
@@ -8,8 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from cloud_stub.api.dependencies import BINARY_BODY, Body, IdempotencyKey, KeyId, RecordId, StoreDep, WorkerDep
-from cloud_stub.api.schemas import MODEL_NAME_PATTERN, ModelListItem, ModelOut
-from cloud_stub.uploads import check_onnx_model
+from cloud_stub.api.schemas import MAX_ID, MODEL_NAME_PATTERN, ModelListItem, ModelOut, VerificationDatasetOut
+from cloud_stub.errors import ModelRejectedError
+from cloud_stub.uploads import DATASET_TASK_PREFIX, check_onnx_model, upload_task
+from cloud_stub.verification.operator_data import operator_task, read_npz
 from cloud_stub.verification.tasks import MODEL_TASKS
 
 __all__ = ["router"]
@@ -30,31 +32,83 @@ TaskName = Annotated[
     status_code=201,
     openapi_extra=BINARY_BODY,
     responses={
+        404: {"description": "No such verification dataset"},
         409: {"description": "Idempotency-Key reused"},
         413: {"description": "Model too large"},
-        422: {"description": "Not a valid ONNX model for the task"},
+        422: {"description": "Not an ONNX classifier the verifier can run on the task, with the reason"},
     },
 )
 def upload_model(
     key_id: KeyId,
     body: Body,
-    task: TaskName,
     store: StoreDep,
     worker: WorkerDep,
+    task: TaskName | None = None,
+    dataset: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="A registered verification dataset, instead of a task")
+    ] = None,
     name: Annotated[str, Query(pattern=MODEL_NAME_PATTERN)] = "model.onnx",
     idempotency_key: IdempotencyKey = None,
 ) -> ModelOut:
-    """Upload an ONNX classifier; it is checked, stored, and verified in the background (poll its record)."""
+    """Upload an ONNX classifier for a built-in task or a registered dataset.
+
+    It is run on a probe batch of the task's images first (refused with 422 and the
+    reason if the verifier cannot run it), stored, and verified in the background
+    (poll its record).
+    """
+    if (task is None) == (dataset is None):
+        raise ModelRejectedError("name a built-in task (task=...) or a registered verification dataset (dataset=...)")
+    task_name = task if task is not None else f"{DATASET_TASK_PREFIX}{dataset}"
     started = time.perf_counter()
-    summary = check_onnx_model(body, task=task)
+    summary = check_onnx_model(body, task=upload_task(task_name, store))
     summary["check_seconds"] = round(time.perf_counter() - started, 4)
     model_id, replayed = store.add_model(
-        body, name=name, task=task, summary=summary, api_key_id=key_id, idempotency_key=idempotency_key
+        body, name=name, task=task_name, summary=summary, api_key_id=key_id, idempotency_key=idempotency_key
     )
     record = store.model(model_id)
     if worker.verify_uploads and not replayed:
         worker.submit_verification(model_id)
     return ModelOut(**asdict(record), replayed=replayed)
+
+
+@router.post(
+    "/v1/verification-datasets",
+    status_code=201,
+    openapi_extra=BINARY_BODY,
+    responses={
+        413: {"description": "Dataset too large"},
+        422: {"description": "Not an .npz of images and labels the verifier can use, with what it needs"},
+    },
+)
+def register_verification_dataset(
+    key_id: KeyId,
+    body: Body,
+    store: StoreDep,
+    name: Annotated[str, Query(pattern=MODEL_NAME_PATTERN)] = "dataset.npz",
+) -> VerificationDatasetOut:
+    """Register an operator's own labelled images (an ``.npz`` with ``images`` and ``labels``) to verify models on.
+
+    Registered once, it is named by uploads with ``dataset=ID``; the same bytes from
+    the same key are stored once.
+    """
+    images, labels = read_npz(body, what="the uploaded dataset")
+    task = operator_task(images, labels, source=name)
+    split = task.loader()
+    summary = {
+        "description": task.description,
+        "input_shape": list(task.input_shape),
+        "classes": task.num_classes,
+        "train_images": len(split.train_images),
+        "heldout_images": len(split.test_images),
+    }
+    dataset_id, replayed = store.add_verification_dataset(body, name=name, summary=summary, api_key_id=key_id)
+    return VerificationDatasetOut(**asdict(store.verification_dataset(dataset_id)), replayed=replayed)
+
+
+@router.get("/v1/verification-datasets")
+def list_verification_datasets(_: KeyId, store: StoreDep) -> list[VerificationDatasetOut]:
+    """Every registered verification dataset."""
+    return [VerificationDatasetOut(**asdict(d)) for d in store.list_verification_datasets()]
 
 
 @router.get("/v1/models")

@@ -42,7 +42,6 @@ def verify(
     """
     import torch
 
-    from cloud_stub.verification.detector import DetectorConfig
     from cloud_stub.verification.operator_data import load_operator_task
     from cloud_stub.verification.verify import verify_onnx
 
@@ -62,8 +61,7 @@ def verify(
     if data is not None:
         spec = load_operator_task(data)
         typer.echo(f"data: {spec.description}")
-        config = DetectorConfig.for_data(spec.loader(), budget=budget)
-        report = verify_onnx(model.read_bytes(), task=spec, config=config, threads=threads)
+        report = verify_onnx(model.read_bytes(), task=spec, budget=budget, threads=threads)
     else:
         assert task is not None
         report = verify_onnx(model.read_bytes(), task=task, budget=budget, threads=threads)

@@ -1,4 +1,4 @@
-"""Persistent state of the cloud stub: API keys, collected samples, heads, jobs, uploaded models.
+"""Persistent state of the cloud stub: API keys, collected samples, heads, jobs, uploaded models, verification data.
 
 One SQLAlchemy Core schema (:mod:`~cloud_stub.store.schema`) on SQLite (the embedded
 default, WAL mode) or PostgreSQL, kept current by Alembic migrations
@@ -25,9 +25,11 @@ from cloud_stub.store.rows import (
     ModelListRow,
     ModelRow,
     SampleUpload,
+    VerificationDatasetRow,
 )
 from cloud_stub.store.samples import SampleStore
 from cloud_stub.store.schema import metadata
+from cloud_stub.store.verification_datasets import VerificationDatasetStore
 
 __all__ = [
     "JOB_STATUSES",
@@ -40,11 +42,12 @@ __all__ = [
     "ModelRow",
     "SampleUpload",
     "Store",
+    "VerificationDatasetRow",
     "hash_api_key",
 ]
 
 
-class Store(Database, KeyStore, SampleStore, HeadStore, JobStore, ModelStore):
+class Store(Database, KeyStore, SampleStore, HeadStore, JobStore, ModelStore, VerificationDatasetStore):
     """The service's database: every table, on one engine, migrated to the newest schema when opened.
 
     Args:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ApiKeyRow", "DatasetSummary", "HeadRow", "JobRow", "ModelListRow", "ModelRow", "SampleUpload"]
+__all__ = [
+    "ApiKeyRow",
+    "DatasetSummary",
+    "HeadRow",
+    "JobRow",
+    "ModelListRow",
+    "ModelRow",
+    "SampleUpload",
+    "VerificationDatasetRow",
+]
 
 
 @dataclass(frozen=True)
@@ -97,3 +106,15 @@ class ModelRow:
     api_key_id: int
     created_at: float
     attempts: int
+
+
+@dataclass(frozen=True)
+class VerificationDatasetRow:
+    """An operator's registered verification dataset (without its bytes)."""
+
+    id: int
+    name: str
+    sha256: str
+    size_bytes: int
+    summary: dict[str, Any]
+    created_at: float

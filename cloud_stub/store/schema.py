@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from sqlalchemy import Column, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint
 
-__all__ = ["api_keys", "heads", "metadata", "sample_batches", "service_state", "training_jobs", "uploaded_models"]
+__all__ = [
+    "api_keys",
+    "heads",
+    "metadata",
+    "sample_batches",
+    "service_state",
+    "training_jobs",
+    "uploaded_models",
+    "verification_datasets",
+]
 
 metadata = MetaData()
 api_keys = Table(
@@ -79,6 +88,19 @@ uploaded_models = Table(
     Column("created_at", Float, nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     UniqueConstraint("api_key_id", "idempotency_key", name="uq_models_idempotency"),
+)
+verification_datasets = Table(
+    "verification_datasets",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("api_key_id", Integer, ForeignKey("api_keys.id"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("api_key_id", "sha256", name="uq_verification_datasets_content"),
 )
 service_state = Table(
     "service_state",

@@ -20,6 +20,8 @@ Formats:
 from __future__ import annotations
 
 import hashlib
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +39,14 @@ __all__ = [
     "OperatorDataError",
     "load_operator_task",
     "operator_task",
+    "read_npz",
 ]
 
 MIN_TRAIN_IMAGES = 200  # the probe decoder and the retrained copies learn from these
 MIN_TEST_IMAGES = 100  # held-out images the probe is scored on and the fine-tune batch
 MIN_IMAGES_PER_CLASS = 10
 MAX_IMAGES = 100_000
+MAX_ARRAY_BYTES = 1 << 30  # what an archive may expand to
 TEST_FRACTION = 0.3
 
 
@@ -126,22 +130,36 @@ def _channels_first(images: np.ndarray) -> np.ndarray:
     raise OperatorDataError(f"images of shape {list(images.shape)}: need (N, H, W), (N, H, W, C) or (N, C, H, W)")
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_npz(source: Path | bytes, *, what: str = "the dataset") -> tuple[np.ndarray, np.ndarray]:
+    """``(images (N, C, H, W) in [0, 1], labels (N,))`` from an ``.npz`` file or its bytes, never unpickling.
+
+    Raises:
+        OperatorDataError: Not an ``.npz`` of plain arrays, arrays missing, wrong dtypes or shapes.
+    """
+    opened = source if isinstance(source, Path) else io.BytesIO(source)
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # Declared sizes bound what zipfile decompresses: a small archive cannot expand past the limit.
+        with zipfile.ZipFile(opened) as members:
+            expanded = sum(info.file_size for info in members.infolist())
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise OperatorDataError(f"{what}: not an .npz archive ({exc})") from exc
+    if expanded > MAX_ARRAY_BYTES:
+        raise OperatorDataError(f"{what}: its arrays hold {expanded} bytes, over the {MAX_ARRAY_BYTES} limit")
+    try:
+        with np.load(opened, allow_pickle=False) as archive:
             if "images" not in archive or "labels" not in archive:
-                raise OperatorDataError(f"{path}: needs arrays 'images' and 'labels'; has {sorted(archive.files)}")
+                raise OperatorDataError(f"{what}: needs arrays 'images' and 'labels'; has {sorted(archive.files)}")
             images, labels = archive["images"], archive["labels"]
-    except (OSError, ValueError) as exc:
-        raise OperatorDataError(f"{path}: not a readable .npz without pickled objects ({exc})") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise OperatorDataError(f"{what}: not a readable .npz without pickled objects ({exc})") from exc
     if len(images) > MAX_IMAGES:
-        raise OperatorDataError(f"{path}: {len(images)} images is over the {MAX_IMAGES} limit")
+        raise OperatorDataError(f"{what}: {len(images)} images is over the {MAX_IMAGES} limit")
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 255.0
     elif not np.issubdtype(images.dtype, np.floating):
-        raise OperatorDataError(f"{path}: images must be uint8 or floats in [0, 1], got {images.dtype}")
+        raise OperatorDataError(f"{what}: images must be uint8 or floats in [0, 1], got {images.dtype}")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise OperatorDataError(f"{path}: labels must be integers, got {labels.dtype}")
+        raise OperatorDataError(f"{what}: labels must be integers, got {labels.dtype}")
     return _channels_first(images), labels
 
 
@@ -181,7 +199,7 @@ def load_operator_task(path: str | Path, *, seed: int = 0) -> ModelTask:
     if path.is_dir():
         images, labels = _read_folder(path)
     elif path.suffix.lower() == ".npz" and path.is_file():
-        images, labels = _read_npz(path)
+        images, labels = read_npz(path, what=str(path))
     else:
         raise OperatorDataError(f"{path}: need a folder with labels.csv or an .npz file")
     return operator_task(images, labels, source=str(path), seed=seed)

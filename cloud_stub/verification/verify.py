@@ -8,7 +8,7 @@ from typing import Any
 from cloud_stub.uploads import check_onnx_model
 from cloud_stub.verification.detector import DetectorConfig, verify_classifier
 from cloud_stub.verification.runtime import ModelConventions, OnnxClassifier, trainable_copy
-from cloud_stub.verification.tasks import ModelTask, resolve_task
+from cloud_stub.verification.tasks import MODEL_TASKS, ModelTask, resolve_task
 
 __all__ = ["verify_onnx"]
 
@@ -30,7 +30,8 @@ def verify_onnx(
     Args:
         data: The ONNX file's bytes.
         task: Claimed task: a built-in name or an operator's :class:`ModelTask`.
-        config: Detector settings; ``DetectorConfig.for_task(task, budget=budget)`` if omitted.
+        config: Detector settings; if omitted ``DetectorConfig.for_task(task, budget=budget)`` for a
+            built-in task, ``DetectorConfig.for_data`` for an operator's.
         budget: ``standard`` or ``quick`` when ``config`` is omitted.
         threads: onnxruntime intra-op threads.
 
@@ -43,7 +44,13 @@ def verify_onnx(
     spec = resolve_task(task)
     summary = check_onnx_model(data, task=spec, threads=threads)
     conventions = ModelConventions(**{**summary["conventions"], "notes": tuple(summary["conventions"]["notes"])})
-    config = config or DetectorConfig.for_task(spec.name, budget=budget)
+    if config is None:
+        builtin = spec.name in MODEL_TASKS
+        config = (
+            DetectorConfig.for_task(spec.name, budget=budget)
+            if builtin
+            else DetectorConfig.for_data(spec.loader(), budget=budget)
+        )
     copy = trainable_copy(data, conventions, spec.loader().test_images)
     model = OnnxClassifier(data, conventions, threads=threads)
     report = verify_classifier(model, task=spec, config=config, trainable=copy.module or copy.status).to_json()
