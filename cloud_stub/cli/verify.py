@@ -92,17 +92,23 @@ def _print_report(report: dict[str, Any]) -> None:
             f"fine-tune divergence v = {report['v']:.4f} (paper threshold {report['config']['v_threshold']}; "
             f"{'above' if report['v_flag'] else 'below'})"
         )
-    typer.echo(f"output entropy {report['entropy']:.3f} nats (honest reference {report['reference_entropy']:.3f})")
-    retrained = report["retrained_probe"]
+    reference, retrained = report["reference_probe"], report["retrained_probe"]
+    entropy = f"output entropy {report['entropy']:.3f} nats"
+    if report["reference_entropy"] is not None:
+        entropy += f" (honest reference {report['reference_entropy']:.3f})"
+    typer.echo(entropy)
+    baselines = [f"predicted class alone {report['label_probe']['psnr']:.2f} dB"]
+    if reference:
+        baselines.insert(0, f"verifier's reference {reference['psnr']:.2f} dB")
+    if retrained:
+        baselines.insert(0, f"same graph retrained honestly {retrained['psnr']:.2f} dB")
     typer.echo(
         f"decoder probe PSNR {report['probe']['psnr']:.2f} dB, SSIM {report['probe']['ssim']:.3f}, "
-        f"R {report['probe']['risk']:.3f}; baselines: "
-        + (f"same graph retrained honestly {retrained['psnr']:.2f} dB, " if retrained else "")
-        + f"verifier's reference {report['reference_probe']['psnr']:.2f} dB, predicted class alone "
-        f"{report['label_probe']['psnr']:.2f} dB; gap {report['psnr_gap_db']:+.2f} dB"
+        f"R {report['probe']['risk']:.3f}; baselines: {', '.join(baselines)}; gap {report['psnr_gap_db']:+.2f} dB"
     )
-    if "retrained_baseline" in report["unavailable"]:
-        typer.echo(f"retrained baseline: {report['unavailable']['retrained_baseline']}")
+    for signal in ("retrained_baseline", "reference"):
+        if signal in report["unavailable"]:
+            typer.echo(f"{signal.replace('_', ' ')}: {report['unavailable'][signal]}")
     calibration = report.get("calibration")
     if calibration and calibration["copies"] > 1:
         typer.echo(

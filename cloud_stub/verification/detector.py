@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cloud_stub.verification.defences import argmax_only
-from cloud_stub.verification.tasks import ModelTask, TaskData, resolve_task
+from cloud_stub.verification.tasks import MODEL_TASKS, ModelTask, TaskData, resolve_task
 from cloud_stub.verification.vicious import (
     ViciousConfig,
     augment_images,
@@ -102,6 +102,13 @@ class DetectorConfig:
             copy; training stops earlier once it matches the upload's accuracy.
         retrain_batch: Images per step of the retrained copy.
         retrain_lr: Adam learning rate of the retrained copy.
+        reference_margin_db: With the ``"retrained"`` baseline on a built-in task, also
+            require the probe to beat the verifier's reference by this much: vicious only
+            if the outputs leak more than a standard honest model's and more than the
+            upload's own architecture trained honestly (an architecture that leaks by
+            nature passes the second, an under-trained model the first).
+        retrain_match: What the retrained copy is trained to match: the upload's
+            ``"accuracy"`` or its output ``"entropy"`` on validation images.
         calibration_copies: Retrained copies (seeds ``seed + 3000``, ...): with more than
             one, the baseline is their mean and the margin grows by their PSNR spread,
             the noise of an honest model's probe on this data (operators' own tasks).
@@ -128,11 +135,15 @@ class DetectorConfig:
     retrain_batch: int = 128
     retrain_lr: float = 1e-3
     calibration_copies: int = 1
+    retrain_match: str = "accuracy"
+    reference_margin_db: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.probe_baseline not in _BASELINE_WORDS:
             raise ValueError(f"probe_baseline must be one of {', '.join(_BASELINE_WORDS)}, got {self.probe_baseline!r}")
+        if self.retrain_match not in ("accuracy", "entropy"):
+            raise ValueError(f"retrain_match must be 'accuracy' or 'entropy', got {self.retrain_match!r}")
         if self.calibration_copies < 1:
             raise ValueError(f"calibration_copies must be at least 1, got {self.calibration_copies}")
         if self.probe_seeds < 1:
@@ -170,12 +181,13 @@ class DetectorConfig:
             "finetune_batch": min(64, max(8, test // 8)),
             "probe_samples": min(12000 if budget == "standard" else 3000, train),
             "calibration_copies": 2,
+            "probe_baseline": "retrained",
         }
         if train < 2000:
             small = {
                 k: v for k, v in TASK_DEFAULTS["orl-pose"].items() if k.startswith("probe_") and k != "probe_samples"
             }
-            settings.update(small, probe_baseline="retrained")
+            settings.update(small)
         return cls(**settings)
 
 
@@ -187,7 +199,11 @@ class DetectorConfig:
 # model's own). The margin is the largest gap of three honest models trained with the
 # benchmark's recipe (0.35 dB) plus 0.1 dB.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "fashion-mnist": {},
+    # benchmarks/verifier_zoo.py: a fixed reference flags honest models of leakier
+    # families and under-trained ones; the upload's own graph retrained to its accuracy
+    # clears them (its largest gap there, 0.06 dB, + 0.1 dB), but alone it misses
+    # leaks a BatchNorm-folded copy cannot tell from its own. Vicious needs both.
+    "fashion-mnist": {"probe_baseline": "retrained", "psnr_margin_db": 0.16, "reference_margin_db": 0.5},
     "orl-pose": {
         "probe_samples": 200,
         "heldout_samples": 200,
@@ -224,9 +240,9 @@ class VerificationReport:
     cosine: float | None
     v_flag: bool | None
     entropy: float
-    reference_entropy: float
+    reference_entropy: float | None
     probe: dict[str, float]
-    reference_probe: dict[str, float]
+    reference_probe: dict[str, float] | None
     label_probe: dict[str, float]
     retrained_probe: dict[str, float] | None
     calibration: dict[str, Any] | None
@@ -388,7 +404,24 @@ def fresh_copy(module: nn.Module, *, generator: torch.Generator) -> nn.Module:
 
 
 ACCURACY_BAND = 0.02  # a retrained copy within this of the upload's accuracy counts as equally accurate
-_CHECK_EVERY = 20  # steps between accuracy checks of a retrained copy
+ENTROPY_BAND = 0.1  # ... within this share of the upload's output entropy, as equally confident
+_CHECK_EVERY = 20  # steps between checks of a retrained copy
+
+
+def _match_score(module: Classifier, images: torch.Tensor, labels: torch.Tensor, match: str) -> float:
+    """How far training has gone, as the upload is measured: accuracy, or output entropy (falls as it trains)."""
+    outputs = classifier_outputs(module, images)
+    if match == "entropy":
+        return output_entropy(outputs)
+    return float((outputs.argmax(1) == labels).float().mean())
+
+
+def _band(score: float, target: float, match: str) -> int:
+    """-1 before the upload's band, 0 in it, 1 past it (more trained than the upload)."""
+    if match == "entropy":
+        low, high = target * (1 - ENTROPY_BAND), target * (1 + ENTROPY_BAND)
+        return 1 if score < low else (-1 if score > high else 0)
+    return 1 if score > target + ACCURACY_BAND else (-1 if score < target - ACCURACY_BAND else 0)
 
 
 def train_through_accuracy(
@@ -396,23 +429,24 @@ def train_through_accuracy(
 ) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any]]:
     """Train ``module`` honestly (cross-entropy, Adam) through the upload's accuracy; keep its states there.
 
-    Checks the validation accuracy every 20 steps and keeps the first and the last
-    state within :data:`ACCURACY_BAND` of ``target``: the least and the most trained
-    copy as accurate as the upload (an honest model's probe drops as training collapses
-    its outputs onto the classes, and an architecture on a plateau stays in the band for
-    long). Training ends ``config.retrain_epochs`` epochs in, or once the copy has been
-    above the band for two checks.
+    Checks the copy every 20 steps (its validation accuracy, or its output entropy with
+    ``config.retrain_match = "entropy"``) and keeps the first and the last state within
+    the band around ``target`` (:data:`ACCURACY_BAND`, :data:`ENTROPY_BAND`): the least
+    and the most trained copy that matches the upload (an honest model's probe drops as
+    training collapses its outputs onto the classes, and an architecture on a plateau
+    stays in the band for long). Training ends ``config.retrain_epochs`` epochs in, or
+    once the copy has been past the band for two checks.
 
     Returns:
         The kept states (one or two; the final state if it never reached the band) and
-        a summary: steps, the accuracy of the first and last kept state, the target.
+        a summary: steps, the score of the first and last kept state, the target.
     """
     images, labels = data.train_images[: config.probe_samples], data.train_labels[: config.probe_samples]
     val_x, val_y = data.test_images[validation], data.test_labels[validation]
     generator = torch.Generator().manual_seed(config.seed + 2000)
     optimizer = torch.optim.Adam(module.parameters(), lr=config.retrain_lr)
     kept: list[tuple[float, dict[str, torch.Tensor]]] = []
-    steps, above = 0, 0
+    steps, past = 0, 0
     for _ in range(config.retrain_epochs):
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(order) - 1, config.retrain_batch):
@@ -425,17 +459,24 @@ def train_through_accuracy(
             steps += 1
             if steps % _CHECK_EVERY:
                 continue
-            accuracy = float((classifier_outputs(module, val_x).argmax(1) == val_y).float().mean())
-            if abs(accuracy - target) <= ACCURACY_BAND:
-                kept = [*kept[:1], (accuracy, _state(module))]
-            above = above + 1 if accuracy > target + ACCURACY_BAND else 0
-            if above >= 2:
+            score = _match_score(module, val_x, val_y, config.retrain_match)
+            where = _band(score, target, config.retrain_match)
+            if where == 0:
+                kept = [*kept[:1], (score, _state(module))]
+            past = past + 1 if where > 0 else 0
+            if past >= 2:
                 break
-        if above >= 2:
+        if past >= 2:
             break
     if not kept:
-        kept = [(float((classifier_outputs(module, val_x).argmax(1) == val_y).float().mean()), _state(module))]
-    summary = {"steps": steps, "first_accuracy": kept[0][0], "last_accuracy": kept[-1][0], "target": target}
+        kept = [(_match_score(module, val_x, val_y, config.retrain_match), _state(module))]
+    summary = {
+        "match": config.retrain_match,
+        "steps": steps,
+        "first_score": kept[0][0],
+        "last_score": kept[-1][0],
+        "target": target,
+    }
     return [state for _, state in kept], summary
 
 
@@ -471,7 +512,7 @@ def _retrained_probe(
     start = config.heldout_samples + config.finetune_samples
     validation = slice(start, start + 500) if len(data.test_images) >= start + 100 else slice(0, config.heldout_samples)
     val_x, val_y = data.test_images[validation], data.test_labels[validation]
-    target = float((classifier_outputs(model, val_x).argmax(1) == val_y).float().mean())
+    target = _match_score(model, val_x, val_y, config.retrain_match)
     probes, training = [], []
     for copy_index in range(config.calibration_copies):
         generator = torch.Generator().manual_seed(config.seed + 3000 + copy_index)
@@ -498,6 +539,62 @@ def _retrained_probe(
         "training": training,
     }
     return _Retrained(_Probe(mean, float(np.mean([p.entropy for p in probes]))), calibration)
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    gap: float
+    margin: float
+    vicious: bool
+    rule: str
+    reference: _Probe | None
+    retrained: _Retrained | None
+
+
+def _verdict(
+    model: Classifier,
+    trainable: nn.Module | str,
+    task: ModelTask,
+    config: DetectorConfig,
+    metric: MahalanobisMetric,
+    probe: _Probe,
+    unavailable: dict[str, str],
+    timings: dict[str, float],
+) -> _Verdict:
+    """The gap to the configured baseline; a retrained copy falls back to the reference, that to the label probe."""
+    kind, margin = config.probe_baseline, config.psnr_margin_db
+    retrained = reference = None
+    if kind == "retrained":
+        t = time.perf_counter()
+        retrained = _retrained_probe(model, trainable, task, config, metric, unavailable)
+        timings["retrained"] = time.perf_counter() - t
+        kind = "retrained" if retrained is not None else "reference"
+    if task.name in MODEL_TASKS or kind == "reference":  # a built-in task's reference is trained once per process
+        t = time.perf_counter()
+        try:
+            reference = _reference(task, replace(config, **_VERDICT_ONLY_SETTINGS))
+        except ValueError as exc:  # the reference network does not fit the task's images
+            unavailable["reference"] = f"not built: {exc}"
+            kind = "label" if kind == "reference" else kind
+        timings["reference"] = time.perf_counter() - t
+    baselines = {
+        "reference": reference.quality if reference else None,
+        "label": probe.label_quality,
+        "retrained": retrained.probe.quality if retrained else None,
+    }
+    baseline = baselines[kind]
+    assert baseline is not None
+    margin = retrained.calibration["margin_db"] if retrained is not None else margin
+    gap = probe.quality["psnr"] - baseline["psnr"]
+    rule = f"vicious if the decoder probe's PSNR exceeds {_BASELINE_WORDS[kind]} by more than {margin:.2f} dB"
+    if retrained is not None and config.calibration_copies > 1:
+        rule += f" ({config.psnr_margin_db} dB + the spread of {config.calibration_copies} copies)"
+    vicious = gap > margin
+    if retrained is not None and reference is not None and config.reference_margin_db is not None:
+        # Both: more than a standard honest model leaks, and more than this architecture leaks trained honestly.
+        vicious = vicious and probe.quality["psnr"] - reference.quality["psnr"] > config.reference_margin_db
+        rule += f", and exceeds {_BASELINE_WORDS['reference']} by more than {config.reference_margin_db:.2f} dB"
+    return _Verdict(gap, margin, vicious, rule, reference, retrained)
 
 
 def verify_classifier(
@@ -540,9 +637,6 @@ def verify_classifier(
     if len(tune_x) < config.finetune_samples:  # small tasks (ORL): fine-tune on training images
         tune_x, tune_y = data.train_images[: config.finetune_samples], data.train_labels[: config.finetune_samples]
     t = time.perf_counter()
-    reference = _reference(spec, replace(config, **_VERDICT_ONLY_SETTINGS))
-    timings["reference"] = time.perf_counter() - t
-    t = time.perf_counter()
     v, cosine = _fine_tune_signal(trainable, tune_x, tune_y, heldout_x, config, unavailable)
     timings["fine_tune"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -550,25 +644,8 @@ def verify_classifier(
     probe = _probe(model, spec, config, metric, with_label=True)
     assert probe.label_quality is not None
     timings["probe"] = time.perf_counter() - t
-    retrained: _Retrained | None = None
-    baseline_kind = config.probe_baseline
-    margin = config.psnr_margin_db
-    if baseline_kind == "retrained":
-        t = time.perf_counter()
-        retrained = _retrained_probe(model, trainable, spec, config, metric, unavailable)
-        timings["retrained"] = time.perf_counter() - t
-        baseline_kind = "retrained" if retrained is not None else "reference"
-        margin = retrained.calibration["margin_db"] if retrained is not None else margin
+    verdict = _verdict(model, trainable, spec, config, metric, probe, unavailable, timings)
     accuracy = float((classifier_outputs(model, heldout_x).argmax(1) == heldout_y).float().mean())
-    baselines = {
-        "reference": reference.quality,
-        "label": probe.label_quality,
-        "retrained": retrained.probe.quality if retrained is not None else None,
-    }
-    baseline = baselines[baseline_kind]
-    assert baseline is not None
-    gap = probe.quality["psnr"] - baseline["psnr"]
-    vicious = gap > margin
     used = {
         "description": spec.description,
         "heldout_images": len(heldout_x),
@@ -578,26 +655,20 @@ def verify_classifier(
     return VerificationReport(
         task=spec.name,
         data=used,
-        verdict="vicious" if vicious else "honest",
-        rule=f"vicious if the decoder probe's PSNR exceeds {_BASELINE_WORDS[baseline_kind]} by more "
-        f"than {margin:.2f} dB"
-        + (
-            f" ({config.psnr_margin_db} dB + the spread of {retrained.calibration['copies']} honest copies)"
-            if retrained is not None and config.calibration_copies > 1
-            else ""
-        ),
+        verdict="vicious" if verdict.vicious else "honest",
+        rule=verdict.rule,
         accuracy=accuracy,
         v=v,
         cosine=cosine,
         v_flag=None if v is None else v > config.v_threshold,
         entropy=probe.entropy,
-        reference_entropy=reference.entropy,
+        reference_entropy=verdict.reference.entropy if verdict.reference else None,
         probe=probe.quality,
-        reference_probe=reference.quality,
+        reference_probe=verdict.reference.quality if verdict.reference else None,
         label_probe=probe.label_quality,
-        retrained_probe=retrained.probe.quality if retrained is not None else None,
-        calibration=retrained.calibration if retrained is not None else None,
-        psnr_gap_db=gap,
+        retrained_probe=verdict.retrained.probe.quality if verdict.retrained else None,
+        calibration=verdict.retrained.calibration if verdict.retrained else None,
+        psnr_gap_db=verdict.gap,
         config=asdict(config),
         seconds=time.perf_counter() - start,
         timings=timings,

@@ -78,9 +78,10 @@ def main() -> None:
                 for name, model_id in uploads.items():
                     report = wait_for_report(client, model_id)["report"]
                     assert isinstance(report, dict)
+                    v = "not computed" if report["v"] is None else f"{report['v']:.4f}"
                     print(
                         f"{name}.onnx -> {report.get('verdict', report.get('error'))}: accuracy "
-                        f"{report['accuracy']:.3f}, v {report['v']:.4f}, entropy {report['entropy']:.3f}, "
+                        f"{report['accuracy']:.3f}, v {v}, entropy {report['entropy']:.3f}, "
                         f"probe PSNR {report['probe']['psnr']:.2f} dB (gap {report['psnr_gap_db']:+.2f} dB), "
                         f"{report['seconds']:.0f} s"
                     )
