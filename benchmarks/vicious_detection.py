@@ -166,10 +166,12 @@ def _train_and_verify(
         "label_probe": report.label_probe,
         "reference_entropy": report.reference_entropy,
     }
+    reference = f"{report.reference_probe['psnr']:.2f}" if report.reference_probe else "-"
+    v = f"{report.v:.4f}" if report.v is not None else "-"
     print(
-        f"{task} beta_R/beta_C={beta_r:g} seed={seed}: acc {report.accuracy:.3f} v {report.v:.4f} "
+        f"{task} beta_R/beta_C={beta_r:g} seed={seed}: acc {report.accuracy:.3f} v {v} "
         f"H {report.entropy:.3f} probe {report.probe['psnr']:.2f} dB (label {report.label_probe['psnr']:.2f}, "
-        f"reference {report.reference_probe['psnr']:.2f}) gap {report.psnr_gap_db:+.2f} "
+        f"reference {reference}) gap {report.psnr_gap_db:+.2f} "
         f"-> {report.verdict} (verify {report.seconds:.1f} s)",
         flush=True,
     )
