@@ -6,6 +6,7 @@ external-data references (which would make the server read files of its choosing
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import onnx
@@ -14,10 +15,10 @@ from google.protobuf.message import DecodeError
 from cloud_stub.errors import ModelRejectedError
 from cloud_stub.store.verification_datasets import VerificationDatasetStore
 from cloud_stub.verification.operator_data import operator_task, read_npz
-from cloud_stub.verification.runtime import inspect_classifier, trainable_copy
+from cloud_stub.verification.runtime import PROBE_IMAGES, inspect_classifier, trainable_copy
 from cloud_stub.verification.tasks import ModelTask, resolve_task
 
-__all__ = ["DATASET_TASK_PREFIX", "check_onnx_model", "upload_task"]
+__all__ = ["DATASET_TASK_PREFIX", "MAX_NODES", "MAX_TENSOR_VALUES", "check_onnx_model", "upload_task"]
 
 DATASET_TASK_PREFIX = "dataset:"  # an upload's task when it is verified on an operator's registered dataset
 
@@ -41,11 +42,62 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim]
 
 
+MAX_NODES = 5000
+MAX_TENSOR_VALUES = 1 << 27  # in any one tensor of the probe run: 512 MiB of float32
+CONTROL_FLOW = frozenset({"Loop", "If", "Scan", "SequenceMap"})
+_SUBGRAPH = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+
+
+def _check_static_limits(model: onnx.ModelProto, input_name: str, task: ModelTask) -> None:
+    """Refuse, before anything runs, what a classifier does not need and a hostile file would use.
+
+    Control flow and sub-graphs (a loop can run forever), local functions, more than
+    :data:`MAX_NODES` nodes, and any tensor that shape inference (with the probe batch
+    and constants propagated) says would hold more than :data:`MAX_TENSOR_VALUES`
+    values. What inference cannot size is left to the run's own limits.
+    """
+    graph = model.graph
+    if len(graph.node) > MAX_NODES:
+        raise ModelRejectedError(f"{len(graph.node)} nodes is over the {MAX_NODES} a classifier upload may have")
+    for node in graph.node:
+        if node.op_type in CONTROL_FLOW or any(a.type in _SUBGRAPH for a in node.attribute):
+            raise ModelRejectedError(f"node {node.name or node.output[0]!r} ({node.op_type}) holds control flow")
+    if model.functions:
+        raise ModelRejectedError("the model defines local functions; export it without them")
+    declared = [
+        d.dim_value or None for d in next(i for i in graph.input if i.name == input_name).type.tensor_type.shape.dim
+    ]
+    channels, height, width = task.input_shape
+    for item in {(channels, height, width), (height, width, channels)}:
+        if len(declared) != 4 or any(d is not None and d != e for d, e in zip(declared[1:], item, strict=True)):
+            continue
+        sized = onnx.ModelProto()
+        sized.CopyFrom(model)
+        dims = next(i for i in sized.graph.input if i.name == input_name).type.tensor_type.shape.dim
+        for dim, value in zip(dims, [declared[0] or PROBE_IMAGES, *item], strict=True):
+            dim.Clear()
+            dim.dim_value = value
+        try:
+            inferred = onnx.shape_inference.infer_shapes(sized, data_prop=True)
+        except Exception:  # inconsistent shapes: onnxruntime will say so in words at the probe run
+            continue
+        for info in [*inferred.graph.value_info, *inferred.graph.output]:
+            shape = info.type.tensor_type.shape.dim
+            if shape and all(d.HasField("dim_value") for d in shape):
+                values = math.prod(d.dim_value for d in shape)
+                if values > MAX_TENSOR_VALUES:
+                    raise ModelRejectedError(
+                        f"tensor {info.name!r} would hold {values} values on a batch of {PROBE_IMAGES} "
+                        f"(limit {MAX_TENSOR_VALUES})"
+                    )
+
+
 def check_onnx_model(data: bytes, *, task: str | ModelTask, threads: int = 1) -> dict[str, Any]:
     """Parse and check an uploaded ONNX classifier, run it on task images; return its summary.
 
     A model this accepts is one the verifier can finish: it parses, passes
-    ``onnx.checker``, carries no external data, runs in onnxruntime on a probe batch of
+    ``onnx.checker``, carries no external data, no control flow and no tensor beyond
+    :data:`MAX_TENSOR_VALUES` values that shape inference can see, runs in onnxruntime on a probe batch of
     the task's images with the conventions :func:`inspect_classifier` finds (layout,
     fixed batch, output kind, input range) and returns one finite score per class.
     Whether the fine-tune signal can be computed (the graph converts to torch and agrees
@@ -92,6 +144,7 @@ def check_onnx_model(data: bytes, *, task: str | ModelTask, threads: int = 1) ->
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1 or not model.graph.output:
         raise ModelRejectedError(f"a classifier needs one input and an output; got {len(inputs)} input(s)")
+    _check_static_limits(model, inputs[0].name, spec)
     task_data = spec.loader()
     inspection = inspect_classifier(
         data, task=spec, images=task_data.test_images, labels=task_data.test_labels, threads=threads

@@ -360,3 +360,57 @@ def test_every_export_style_is_run_as_written_or_refused_at_upload(family: str, 
     copy = trainable_copy(data, conventions, _RANDOM28.test_images)
     assert copy.module is not None
     torch.testing.assert_close(copy.module(x).detach(), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_hostile_graphs_are_refused_before_anything_runs() -> None:
+    """A few bytes asking for terabytes, a loop, a graph of many nodes: refused by the static checks."""
+    huge = helper.make_node(
+        "ConstantOfShape",
+        ["shape"],
+        ["big"],
+        value=onnx.numpy_helper.from_array(np.array([1.0], np.float32)),
+    )
+    pick = [
+        helper.make_node("ReduceMean", ["big", "axes"], ["m"], keepdims=0),
+        helper.make_node("Add", ["x", "m"], ["s"]),
+    ]
+    pool = [
+        helper.make_node("AveragePool", ["s"], ["p"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Flatten", ["p"], ["y"]),
+    ]
+    bomb = _graph(
+        [huge, *pick, *pool],
+        ["n", 1, 16, 16],
+        4,
+        shape=np.array([1 << 20, 1 << 20, 16, 16], np.int64),
+        axes=np.array([0, 1], np.int64),
+    )
+    with pytest.raises(ModelRejectedError, match="would hold"):
+        check_onnx_model(bomb, task=TASK)
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["v"], ["v_out"]), helper.make_node("Identity", ["cond"], ["cond_out"])],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, None),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None),
+        ],
+    )
+    loop = helper.make_node("Loop", ["", "", "flat"], ["y"], body=body)
+    endless = _graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["flat"]), loop],
+        ["n", 1, 16, 16],
+        4,
+        shape=np.array([-1, 4], np.int64),
+    )
+    with pytest.raises(ModelRejectedError, match="control flow"):
+        check_onnx_model(endless, task=TASK)
+    chain = [helper.make_node("Identity", ["x" if i == 0 else f"t{i - 1}"], [f"t{i}"]) for i in range(5001)]
+    chain += [helper.make_node("AveragePool", ["t5000"], ["p"], kernel_shape=[8, 8], strides=[8, 8])]
+    chain += [helper.make_node("Flatten", ["p"], ["y"])]
+    with pytest.raises(ModelRejectedError, match="5003 nodes"):
+        check_onnx_model(_graph(chain, ["n", 1, 16, 16], 4), task=TASK)
