@@ -81,14 +81,14 @@ def _check_static_limits(model: onnx.ModelProto, input_name: str, task: ModelTas
             inferred = onnx.shape_inference.infer_shapes(sized, data_prop=True)
         except Exception:  # inconsistent shapes: onnxruntime will say so in words at the probe run
             continue
-        for info in [*inferred.graph.value_info, *inferred.graph.output]:
+        for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
             shape = info.type.tensor_type.shape.dim
             if shape and all(d.HasField("dim_value") for d in shape):
                 values = math.prod(d.dim_value for d in shape)
                 if values > MAX_TENSOR_VALUES:
                     raise ModelRejectedError(
-                        f"tensor {info.name!r} would hold {values} values on a batch of {PROBE_IMAGES} "
-                        f"(limit {MAX_TENSOR_VALUES})"
+                        f"tensor {info.name!r} would hold {values} values on a batch of "
+                        f"{declared[0] or PROBE_IMAGES} (limit {MAX_TENSOR_VALUES})"
                     )
 
 

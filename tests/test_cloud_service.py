@@ -415,6 +415,9 @@ def test_an_operator_registers_its_own_data_once_and_uploads_models_for_it(cloud
     assert record["task"] == f"dataset:{dataset['id']}" and record["summary"]["fine_tune"] == "available"
     assert record["summary"]["conventions"]["layout"] == "channels-first"
     assert cloud.post("/v1/models?dataset=999", model).status_code == 404
+    other = create_key(cloud.database_url, "operator-2")
+    assert cloud.post(f"/v1/models?dataset={dataset['id']}", model, key=other).status_code == 404
+    assert httpx.get(cloud.base + "/v1/verification-datasets", headers={"X-API-Key": other}).json() == []
     both = cloud.post(f"/v1/models?dataset={dataset['id']}&task=orl-pose", model)
     assert both.status_code == 422 and "or a registered verification dataset (dataset=...)" in both.json()["detail"]
     wrong_classes = cloud.post(f"/v1/models?dataset={dataset['id']}", linear_classifier_onnx((1, 12, 12), 3))

@@ -169,3 +169,38 @@ def test_batchnorm_statistics_are_buffers_and_training_mode_is_refused() -> None
         torch.onnx.export(module.train(), (x,), training, dynamo=False, training=torch.onnx.TrainingMode.TRAINING)
     with pytest.raises(UnsupportedOnnxError, match="training mode"):
         onnx_to_torch(training.getvalue())
+
+
+def test_shared_batchnorm_initializers_empty_slices_and_one_axis_reflect_padding() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 5, 6)).astype(np.float32)
+    # bias and running mean are one initializer "z", scale and variance one "o": the bias still trains.
+    initializers = [
+        onnx.numpy_helper.from_array(np.zeros(3, np.float32), "z"),
+        onnx.numpy_helper.from_array(np.ones(3, np.float32), "o"),
+    ]
+    shared = [helper.make_node("BatchNormalization", ["image", "o", "z", "z", "o"], ["out"])]
+    _run_both(shared, initializers, x)
+    graph = helper.make_graph(
+        shared,
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        initializer=initializers,
+    )
+    module = onnx_to_torch(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    module(torch.from_numpy(x)).sum().backward()
+    assert len(list(module.parameters())) == 2 and all(p.grad is not None for p in module.parameters())
+    assert len(list(module.buffers())) == 2
+    empty = [
+        onnx.numpy_helper.from_array(np.array([4], np.int64), "start"),
+        onnx.numpy_helper.from_array(np.array([2], np.int64), "end"),
+        onnx.numpy_helper.from_array(np.array([3], np.int64), "axis"),
+    ]
+    sliced = [
+        helper.make_node("Slice", ["image", "start", "end", "axis"], ["s"]),
+        helper.make_node("Identity", ["s"], ["out"]),
+    ]
+    _run_both(sliced, empty, x)
+    pads = onnx.numpy_helper.from_array(np.array([0, 0, 0, 2, 0, 0, 0, 1], np.int64), "pads")
+    _run_both([helper.make_node("Pad", ["image", "pads"], ["out"], mode="reflect")], [pads], x)

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -223,6 +224,7 @@ def test_an_upload_is_verified_on_onnxruntime_outputs_with_every_signal_or_its_r
         reference_epochs=1,
         retrain_epochs=2,
         probe_baseline="retrained",
+        reference_margin_db=0.7,
     )
     with_softmax = _export(nn.Sequential(module, nn.Softmax(1)), torch.rand(1, 1, 16, 16), dynamo=True, dynamic=False)
     report = verify_onnx(with_softmax, task=TASK, config=config)
@@ -241,6 +243,7 @@ def test_an_upload_is_verified_on_onnxruntime_outputs_with_every_signal_or_its_r
     assert report["v"] is None and "Einsum" in report["unavailable"]["fine_tune"]
     assert "reference baseline" in report["unavailable"]["retrained_baseline"]
     assert report["verdict"] in ("honest", "vicious") and "reference model" in report["rule"]
+    assert "by more than 0.70 dB" in report["rule"]  # the reference's margin, not the retrained copy's
 
 
 # --- the operator's own task ------------------------------------------------------------------------
@@ -414,3 +417,22 @@ def test_hostile_graphs_are_refused_before_anything_runs() -> None:
     chain += [helper.make_node("Flatten", ["p"], ["y"])]
     with pytest.raises(ModelRejectedError, match="5003 nodes"):
         check_onnx_model(_graph(chain, ["n", 1, 16, 16], 4), task=TASK)
+
+
+def test_a_huge_declared_batch_and_an_npz_header_bomb_are_refused_before_allocating(tmp_path: Path) -> None:
+    huge_batch = _export(nn.Sequential(nn.AvgPool2d(8), nn.Flatten()), torch.rand(2, 1, 16, 16))
+    model = onnx.load_from_string(huge_batch)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1 << 24
+    with pytest.raises(ModelRejectedError, match="would hold"):
+        check_onnx_model(model.SerializeToString(), task=TASK)
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w") as archive:
+        header = io.BytesIO()  # 4 TiB declared in a few hundred bytes
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": "<f4", "fortran_order": False, "shape": (1 << 20, 1 << 20)}
+        )
+        archive.writestr("images.npy", header.getvalue())
+        archive.writestr("labels.npy", header.getvalue())
+    (tmp_path / "bomb.npz").write_bytes(bomb.getvalue())
+    with pytest.raises(OperatorDataError, match="declares 4398046511104 bytes"):
+        load_operator_task(tmp_path / "bomb.npz")

@@ -58,6 +58,8 @@ def upload_model(
     """
     if (task is None) == (dataset is None):
         raise ModelRejectedError("name a built-in task (task=...) or a registered verification dataset (dataset=...)")
+    if dataset is not None:
+        store.verification_dataset(dataset, api_key_id=key_id)  # a key verifies on the datasets it registered
     task_name = task if task is not None else f"{DATASET_TASK_PREFIX}{dataset}"
     started = time.perf_counter()
     summary = check_onnx_model(body, task=upload_task(task_name, store))
@@ -88,8 +90,8 @@ def register_verification_dataset(
 ) -> VerificationDatasetOut:
     """Register an operator's own labelled images (an ``.npz`` with ``images`` and ``labels``) to verify models on.
 
-    Registered once, it is named by uploads with ``dataset=ID``; the same bytes from
-    the same key are stored once.
+    Registered once, it is named by this key's uploads with ``dataset=ID`` (other keys
+    do not see it); the same bytes from the same key are stored once.
     """
     images, labels = read_npz(body, what="the uploaded dataset")
     task = operator_task(images, labels, source=name)
@@ -106,9 +108,9 @@ def register_verification_dataset(
 
 
 @router.get("/v1/verification-datasets")
-def list_verification_datasets(_: KeyId, store: StoreDep) -> list[VerificationDatasetOut]:
-    """Every registered verification dataset."""
-    return [VerificationDatasetOut(**asdict(d)) for d in store.list_verification_datasets()]
+def list_verification_datasets(key_id: KeyId, store: StoreDep) -> list[VerificationDatasetOut]:
+    """The verification datasets this key registered."""
+    return [VerificationDatasetOut(**asdict(d)) for d in store.list_verification_datasets(api_key_id=key_id)]
 
 
 @router.get("/v1/models")

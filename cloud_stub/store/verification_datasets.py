@@ -55,14 +55,17 @@ class VerificationDatasetStore(StorePart):
                 raise
             return int(existing), True
 
-    def verification_dataset(self, dataset_id: int) -> VerificationDatasetRow:
-        """A registered dataset's record.
+    def verification_dataset(self, dataset_id: int, *, api_key_id: int | None = None) -> VerificationDatasetRow:
+        """A registered dataset's record; with ``api_key_id``, only if that key registered it.
 
         Raises:
-            NotFoundError: No such dataset.
+            NotFoundError: No such dataset (for that key).
         """
+        query = select(*_LISTED).where(verification_datasets.c.id == dataset_id)
+        if api_key_id is not None:
+            query = query.where(verification_datasets.c.api_key_id == api_key_id)
         with self.engine.connect() as conn:
-            row = conn.execute(select(*_LISTED).where(verification_datasets.c.id == dataset_id)).first()
+            row = conn.execute(query).first()
         if row is None:
             raise NotFoundError(f"no verification dataset {dataset_id}")
         return record(VerificationDatasetRow, row, summary=json.loads(row.summary))
@@ -81,8 +84,9 @@ class VerificationDatasetStore(StorePart):
             raise NotFoundError(f"no verification dataset {dataset_id}")
         return bytes(data)
 
-    def list_verification_datasets(self) -> list[VerificationDatasetRow]:
-        """Every registered dataset, oldest first."""
+    def list_verification_datasets(self, *, api_key_id: int) -> list[VerificationDatasetRow]:
+        """The datasets one key registered, oldest first."""
+        query = select(*_LISTED).where(verification_datasets.c.api_key_id == api_key_id)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(*_LISTED).order_by(verification_datasets.c.id))
+            rows = conn.execute(query.order_by(verification_datasets.c.id))
             return [record(VerificationDatasetRow, r, summary=json.loads(r.summary)) for r in rows]

@@ -184,10 +184,8 @@ class DetectorConfig:
             "probe_baseline": "retrained",
         }
         if train < 2000:
-            small = {
-                k: v for k, v in TASK_DEFAULTS["orl-pose"].items() if k.startswith("probe_") and k != "probe_samples"
-            }
-            settings.update(small)
+            recipe = ("probe_alpha", "probe_gamma", "probe_augment_copies", "probe_seeds", "probe_batch")
+            settings.update({k: TASK_DEFAULTS["orl-pose"][k] for k in recipe})
         return cls(**settings)
 
 
@@ -568,7 +566,9 @@ def _verdict(
         t = time.perf_counter()
         retrained = _retrained_probe(model, trainable, task, config, metric, unavailable)
         timings["retrained"] = time.perf_counter() - t
-        kind = "retrained" if retrained is not None else "reference"
+        if retrained is None:  # the reference's own margin, not the one calibrated for the retrained copy
+            kind = "reference"
+            margin = config.reference_margin_db if config.reference_margin_db is not None else margin
     if task.name in MODEL_TASKS or kind == "reference":  # a built-in task's reference is trained once per process
         t = time.perf_counter()
         try:

@@ -148,10 +148,13 @@ def _pad(attrs: dict[str, Any], args: list[Any]) -> torch.Tensor:
     if mode not in ("reflect", "edge", "wrap"):
         raise UnsupportedOnnxError(f"Pad mode {mode!r} is not supported")
     torch_mode = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode]
-    padded_dims = len(torch_pads) // 2
-    if padded_dims > x.dim() - 2:
+    if first < 2:
         raise UnsupportedOnnxError(f"Pad mode {mode!r} on the batch or channel axis is not supported")
-    return F.pad(x, torch_pads, mode=torch_mode)
+    # torch pads every spatial axis in these modes: name them all, zeros where ONNX pads none.
+    spatial_pads: list[int] = []
+    for axis in range(x.dim() - 1, 1, -1):
+        spatial_pads += list(full.get(axis, (0, 0)))
+    return F.pad(x, spatial_pads, mode=torch_mode)
 
 
 def _gemm(attrs: dict[str, Any], args: list[Any]) -> torch.Tensor:
@@ -259,7 +262,9 @@ def _slice(attrs: dict[str, Any], args: list[Any]) -> torch.Tensor:
             start, end = min(max(start, 0), size), min(max(end, 0), size)
         else:
             start, end = min(max(start, 0), size - 1), min(max(end, -1), size - 1)
-        x = torch.index_select(x, axis, torch.arange(start, end, step, dtype=torch.int64))
+        empty = (end - start) * step <= 0  # ONNX gives an empty axis; torch.arange refuses the range
+        index = torch.zeros(0, dtype=torch.int64) if empty else torch.arange(start, end, step, dtype=torch.int64)
+        x = torch.index_select(x, axis, index)
     return x
 
 
@@ -468,14 +473,14 @@ class OnnxModule(nn.Module):
                 continue
             value = torch.from_numpy(array.astype(np.float32).copy())
             for number, (name, _) in enumerate(item for item in statistics.items() if item[1] == tensor.name):
-                # A copy of its own: exporters share one initializer between equal tensors
-                # (a fresh BatchNorm's running mean and bias are both zeros).
+                # A copy of its own, read under its own name: exporters share one initializer
+                # between equal tensors (a fresh BatchNorm's running mean and bias are both zeros).
                 self.register_buffer(f"{key}_s{number}", value.clone())
-                self.buffer_names[name] = f"{key}_s{number}"
+                self.buffer_names[_statistic(name)] = f"{key}_s{number}"
             if value.numel() > 1 and tensor.name in weights:
                 self.params[key] = nn.Parameter(value)
                 self.parameter_names[tensor.name] = key
-            elif tensor.name not in statistics.values():
+            else:
                 self._constants[tensor.name] = value
         self.nodes: list[Node] = []
         for node in graph.node:
@@ -483,12 +488,16 @@ class OnnxModule(nn.Module):
             if node.op_type == "Constant":
                 self._constants[node.output[0]] = _constant_value(attrs, node.name)
                 continue
-            if node.op_type == "Identity" and node.output[0] in self.buffer_names:
-                continue  # the statistic is bound to its buffer
+            inputs = list(node.input)
+            if node.op_type == "BatchNormalization":
+                inputs = [
+                    _statistic(name) if position in (3, 4) and name in statistics else name
+                    for position, name in enumerate(inputs)
+                ]
             if node.op_type == "Reshape" and export_batch is not None:
                 attrs[_EXPORT_BATCH] = export_batch
-            self.nodes.append((node.op_type, list(node.input), list(node.output), attrs))
-        self.roles = _roles(graph, self.parameter_names, self.buffer_names)
+            self.nodes.append((node.op_type, inputs, list(node.output), attrs))
+        self.roles = _roles(self.nodes, self.parameter_names, self.buffer_names)
         initializers = {t.name for t in graph.initializer}
         inputs = [i.name for i in graph.input if i.name not in initializers]
         if len(inputs) != 1 or len(graph.output) < 1:
@@ -528,18 +537,22 @@ class OnnxModule(nn.Module):
 
 
 def _roles(
-    graph: onnx.GraphProto, parameters: dict[str, str], buffers: dict[str, str]
+    nodes: list[Node], parameters: dict[str, str], buffers: dict[str, str]
 ) -> dict[str, tuple[str, int, dict[str, Any]]]:
     """Parameter or buffer key -> (operator, input position, attributes) of the first node that reads it."""
     roles: dict[str, tuple[str, int, dict[str, Any]]] = {}
     keys = {**parameters, **buffers}
-    for node in graph.node:
-        for position, name in enumerate(node.input):
+    for op_type, inputs, _, attrs in nodes:
+        for position, name in enumerate(inputs):
             key = keys.get(name)
             if key is not None and key not in roles:
-                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-                roles[key] = (node.op_type, position, attrs)
+                roles[key] = (op_type, position, attrs)
     return roles
+
+
+def _statistic(name: str) -> str:
+    """The name a BatchNormalization statistic is read under (its buffer, apart from any weight of the same name)."""
+    return f"{name}::statistic"
 
 
 def _initial_value(

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -130,6 +132,18 @@ def _channels_first(images: np.ndarray) -> np.ndarray:
     raise OperatorDataError(f"images of shape {list(images.shape)}: need (N, H, W), (N, H, W, C) or (N, C, H, W)")
 
 
+def _check_header(member: Any, size: int, *, what: str) -> None:
+    """An ``.npy`` member's declared shape and dtype must fit in the bytes it holds."""
+    version = np.lib.format.read_magic(member)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = reader(member)
+    if dtype.hasobject:
+        raise OperatorDataError(f"{what}: holds pickled Python objects, which are not read")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > size:
+        raise OperatorDataError(f"{what}: declares {declared} bytes of data but holds {size}")
+
+
 def read_npz(source: Path | bytes, *, what: str = "the dataset") -> tuple[np.ndarray, np.ndarray]:
     """``(images (N, C, H, W) in [0, 1], labels (N,))`` from an ``.npz`` file or its bytes, never unpickling.
 
@@ -138,13 +152,21 @@ def read_npz(source: Path | bytes, *, what: str = "the dataset") -> tuple[np.nda
     """
     opened = source if isinstance(source, Path) else io.BytesIO(source)
     try:
-        # Declared sizes bound what zipfile decompresses: a small archive cannot expand past the limit.
+        # Declared sizes bound what zipfile decompresses, and each array's header must
+        # agree with its member's size before numpy allocates what the header declares.
         with zipfile.ZipFile(opened) as members:
             expanded = sum(info.file_size for info in members.infolist())
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise OperatorDataError(f"{what}: not an .npz archive ({exc})") from exc
-    if expanded > MAX_ARRAY_BYTES:
-        raise OperatorDataError(f"{what}: its arrays hold {expanded} bytes, over the {MAX_ARRAY_BYTES} limit")
+            if expanded > MAX_ARRAY_BYTES:
+                raise OperatorDataError(f"{what}: its arrays hold {expanded} bytes, over the {MAX_ARRAY_BYTES} limit")
+            for info in members.infolist():
+                with members.open(info) as member:
+                    _check_header(member, info.file_size, what=f"{what}: {info.filename}")
+    except OperatorDataError:
+        raise
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise OperatorDataError(f"{what}: not an .npz archive of plain arrays ({exc})") from exc
+    if isinstance(opened, io.BytesIO):
+        opened.seek(0)
     try:
         with np.load(opened, allow_pickle=False) as archive:
             if "images" not in archive or "labels" not in archive:
