@@ -7,6 +7,7 @@ external-data references (which would make the server read files of its choosing
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import onnx
@@ -15,10 +16,24 @@ from google.protobuf.message import DecodeError
 from cloud_stub.errors import ModelRejectedError
 from cloud_stub.store.verification_datasets import VerificationDatasetStore
 from cloud_stub.verification.operator_data import operator_task, read_npz
-from cloud_stub.verification.runtime import PROBE_IMAGES, inspect_classifier, trainable_copy
+from cloud_stub.verification.runtime import (
+    PROBE_IMAGES,
+    ModelConventions,
+    TrainableCopy,
+    inspect_classifier,
+    trainable_copy,
+)
 from cloud_stub.verification.tasks import ModelTask, resolve_task
 
-__all__ = ["DATASET_TASK_PREFIX", "MAX_NODES", "MAX_TENSOR_VALUES", "check_onnx_model", "upload_task"]
+__all__ = [
+    "DATASET_TASK_PREFIX",
+    "MAX_NODES",
+    "MAX_TENSOR_VALUES",
+    "CheckedUpload",
+    "check_onnx_model",
+    "check_upload",
+    "upload_task",
+]
 
 DATASET_TASK_PREFIX = "dataset:"  # an upload's task when it is verified on an operator's registered dataset
 
@@ -92,7 +107,16 @@ def _check_static_limits(model: onnx.ModelProto, input_name: str, task: ModelTas
                     )
 
 
-def check_onnx_model(data: bytes, *, task: str | ModelTask, threads: int = 1) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CheckedUpload:
+    """An upload that passed the checks: its stored summary, its conventions and its trainable copy."""
+
+    summary: dict[str, Any]
+    conventions: ModelConventions
+    copy: TrainableCopy
+
+
+def check_upload(data: bytes, *, task: str | ModelTask, threads: int = 1) -> CheckedUpload:
     """Parse and check an uploaded ONNX classifier, run it on task images; return its summary.
 
     A model this accepts is one the verifier can finish: it parses, passes
@@ -109,9 +133,10 @@ def check_onnx_model(data: bytes, *, task: str | ModelTask, threads: int = 1) ->
         threads: onnxruntime threads of the probe run.
 
     Returns:
-        Inputs, outputs, opset, operator types, parameter count, the conventions found
-        and the probe batch's accuracy per convention tried, and ``fine_tune``
-        (``"available"`` or why not).
+        The summary stored with the upload (inputs, outputs, opset, operator types,
+        parameter count, the conventions found and the probe batch's accuracy per
+        convention tried, and ``fine_tune``: ``"available"`` or why not), with the
+        conventions and the trainable copy the verifier goes on to use.
 
     Raises:
         ModelRejectedError: Not ONNX, fails ``onnx.checker``, uses external data, or does
@@ -119,7 +144,7 @@ def check_onnx_model(data: bytes, *, task: str | ModelTask, threads: int = 1) ->
         TaskDataError: The task's data is not installed.
 
     Example:
-        >>> check_onnx_model(b"not a model", task="orl-pose")
+        >>> check_upload(b"not a model", task="orl-pose")
         Traceback (most recent call last):
         ...
         cloud_stub.errors.ModelRejectedError: not an ONNX model: the bytes do not parse as an ONNX protobuf
@@ -149,13 +174,25 @@ def check_onnx_model(data: bytes, *, task: str | ModelTask, threads: int = 1) ->
     inspection = inspect_classifier(
         data, task=spec, images=task_data.test_images, labels=task_data.test_labels, threads=threads
     )
+    copy = trainable_copy(data, inspection.conventions, task_data.test_images)
     parameters = sum(int(onnx.numpy_helper.to_array(t).size) for t in model.graph.initializer)
-    return {
+    summary = {
         "input": {"name": inputs[0].name, "shape": _dims(inputs[0])},
         "output": {"name": model.graph.output[0].name, "shape": _dims(model.graph.output[0])},
         "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0),
         "operators": sorted({n.op_type for n in model.graph.node}),
         "parameters": parameters,
         **inspection.to_json(),
-        "fine_tune": trainable_copy(data, inspection.conventions, task_data.test_images).status,
+        "fine_tune": copy.status,
     }
+    return CheckedUpload(summary, inspection.conventions, copy)
+
+
+def check_onnx_model(data: bytes, *, task: str | ModelTask, threads: int = 1) -> dict[str, Any]:
+    """The summary of :func:`check_upload`: what the service stores with an accepted upload.
+
+    Raises:
+        ModelRejectedError: As :func:`check_upload`.
+        TaskDataError: The task's data is not installed.
+    """
+    return check_upload(data, task=task, threads=threads).summary

@@ -26,7 +26,7 @@ from cloud_stub.verification.operator_data import OperatorDataError, load_operat
 from cloud_stub.verification.runtime import ModelConventions, OnnxClassifier, inspect_classifier, trainable_copy
 from cloud_stub.verification.tasks import ModelTask, TaskData
 from cloud_stub.verification.verify import verify_onnx
-from cloud_stub.verification.zoo import EXPORTS, FAMILIES, Softmaxed
+from cloud_stub.verification.zoo import EXPORTS, FAMILIES, ChannelsLast, Softmaxed
 from cloud_stub.verification.zoo import export as zoo_export
 
 
@@ -56,15 +56,6 @@ def _templates(scale: float = 1.0) -> nn.Module:
         layer.weight.copy_(weight.flatten(1))
         layer.bias.copy_(torch.tensor([6.0, 0.0, 0.0, 0.0]))  # outweighed only by pixels in the expected range
     return nn.Sequential(nn.Flatten(), layer)
-
-
-class _ChannelsLast(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.permute(0, 3, 1, 2))
 
 
 def _export(module: nn.Module, example: torch.Tensor, *, dynamo: bool = False, dynamic: bool = True) -> bytes:
@@ -107,7 +98,7 @@ def test_channels_last_probabilities_and_pixel_range_are_found_on_task_images() 
     x = DATA.test_images[:5]
     torch.testing.assert_close(runner(x), torch.log_softmax(_templates()(x), 1).detach(), atol=1e-4, rtol=1e-4)
 
-    channels_last = _ChannelsLast(_templates())
+    channels_last = ChannelsLast(_templates())
     runner, _ = _inspect(_export(channels_last, torch.rand(2, 16, 16, 1)))
     assert runner.conventions.layout == "channels-last"
     torch.testing.assert_close(runner(x), _templates()(x).detach(), atol=1e-5, rtol=1e-5)

@@ -35,6 +35,7 @@ __all__ = [
     "TrainableCopy",
     "inspect_classifier",
     "run_in_batches",
+    "session_runner",
     "trainable_copy",
 ]
 
@@ -107,6 +108,17 @@ def run_in_batches(
     return torch.cat(outputs)
 
 
+def session_runner(session: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One onnxruntime call on what the graph takes: a tensor in, its first output as float32 out."""
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
+        return torch.from_numpy(np.asarray(session.run(None, {name: array})[0], dtype=np.float32))
+
+    return run
+
+
 class OnnxClassifier:
     """An uploaded classifier run by onnxruntime: images ``(N, C, S, S)`` in ``[0, 1]`` -> logits.
 
@@ -118,12 +130,8 @@ class OnnxClassifier:
 
     def __init__(self, data: bytes, conventions: ModelConventions, *, threads: int = 1) -> None:
         self.session = cpu_session(data, threads=threads)
-        self.input_name = self.session.get_inputs()[0].name
         self.conventions = conventions
-
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
-        return torch.from_numpy(np.asarray(self.session.run(None, {self.input_name: array})[0], dtype=np.float32))
+        self._run = session_runner(self.session)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         outputs = run_in_batches(self._run, self.conventions.model_input(images), batch=self.conventions.batch)
@@ -195,17 +203,10 @@ def _last_op(model: onnx.ModelProto) -> str:
     return ""
 
 
-def _run_probe(
-    session: Any, input_name: str, x: torch.Tensor, batch: int | None, classes: int
-) -> tuple[np.ndarray | None, str]:
+def _run_probe(session: Any, x: torch.Tensor, batch: int | None, classes: int) -> tuple[np.ndarray | None, str]:
     """Outputs ``(N, classes)`` of the graph on ``x`` in the given batch size, or why it failed."""
-
-    def run(chunk: torch.Tensor) -> torch.Tensor:
-        out = session.run(None, {input_name: np.ascontiguousarray(chunk.numpy(), dtype=np.float32)})[0]
-        return torch.from_numpy(np.asarray(out, dtype=np.float32))
-
     try:
-        outputs = run_in_batches(run, x, batch=batch).numpy()
+        outputs = run_in_batches(session_runner(session), x, batch=batch).numpy()
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument/RuntimeException types
         return None, f"onnxruntime cannot run it on a batch of {batch or len(x)}: {_first_line(exc)}"
     if outputs.shape[0] != len(x) or outputs.reshape(len(x), -1).shape[1] != classes:
@@ -218,8 +219,8 @@ def _run_probe(
 class _Trial:
     """Runs the probe batch under each convention, keeping outputs, accuracies and failures."""
 
-    def __init__(self, session: Any, input_name: str, classes: int, *, batch: int | None) -> None:
-        self.session, self.input_name, self.classes, self.batch = session, input_name, classes, batch
+    def __init__(self, session: Any, classes: int, *, batch: int | None) -> None:
+        self.session, self.classes, self.batch = session, classes, batch
         self.outputs: dict[tuple[str, str], np.ndarray] = {}
         self.accuracy: dict[str, float] = {}
         self.failures: list[str] = []
@@ -228,10 +229,10 @@ class _Trial:
     def layout(self, layout: str, x: torch.Tensor, y: torch.Tensor) -> None:
         for input_range in INPUT_RANGES:
             model_input = ModelConventions(layout=layout, input_range=input_range).model_input(x)
-            outputs, why = _run_probe(self.session, self.input_name, model_input, self.batch, self.classes)
+            outputs, why = _run_probe(self.session, model_input, self.batch, self.classes)
             if outputs is None and self.batch is None:
                 # Declared dynamic, but the graph may only run the batch it was exported with.
-                outputs, _ = _run_probe(self.session, self.input_name, model_input, 1, self.classes)
+                outputs, _ = _run_probe(self.session, model_input, 1, self.classes)
                 if outputs is not None:
                     self.batch = 1
                     self.notes.append(
@@ -291,7 +292,6 @@ def inspect_classifier(
         session = cpu_session(data, threads=threads)
     except Exception as exc:  # onnxruntime's load errors have no common public base class
         raise ModelRejectedError(f"onnxruntime cannot load the model: {_first_line(exc)}") from exc
-    graph_input = session.get_inputs()[0]
     initializers = {t.name for t in model.graph.initializer}
     declared = next(i for i in model.graph.input if i.name not in initializers)
     dims = _dims(declared)
@@ -304,7 +304,7 @@ def inspect_classifier(
         )
     x, y = images[:PROBE_IMAGES], labels[:PROBE_IMAGES]
     fixed = dims[0] if dims and dims[0] else None
-    trial = _Trial(session, graph_input.name, task.num_classes, batch=fixed)
+    trial = _Trial(session, task.num_classes, batch=fixed)
     for layout in layouts:
         trial.layout(layout, x, y)
     if not trial.outputs:
@@ -380,13 +380,7 @@ def trainable_copy(data: bytes, conventions: ModelConventions, images: torch.Ten
         return TrainableCopy(None, f"not computed: {exc}")
     raw = ModelConventions(layout=conventions.layout, batch=conventions.batch, input_range=conventions.input_range)
     x = raw.model_input(images[:PARITY_IMAGES])
-    session = cpu_session(data, threads=1)
-    name = session.get_inputs()[0].name
-
-    def reference_run(chunk: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(session.run(None, {name: chunk.numpy()})[0], dtype=np.float32))
-
-    reference = run_in_batches(reference_run, x, batch=conventions.batch)
+    reference = run_in_batches(session_runner(cpu_session(data, threads=1)), x, batch=conventions.batch)
     tolerance = 1e-4 + 1e-3 * float(reference.abs().max())
     why = ""
     # A fixed-batch graph's copy is first tried on whole batches (training it item by item is slow).

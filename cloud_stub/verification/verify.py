@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cloud_stub.uploads import check_onnx_model
+from cloud_stub.uploads import check_upload
 from cloud_stub.verification.detector import DetectorConfig, verify_classifier
-from cloud_stub.verification.runtime import ModelConventions, OnnxClassifier, trainable_copy
+from cloud_stub.verification.runtime import OnnxClassifier
 from cloud_stub.verification.tasks import MODEL_TASKS, ModelTask, resolve_task
 
 __all__ = ["verify_onnx"]
@@ -42,8 +42,7 @@ def verify_onnx(
     """
     start = time.perf_counter()
     spec = resolve_task(task)
-    summary = check_onnx_model(data, task=spec, threads=threads)
-    conventions = ModelConventions(**{**summary["conventions"], "notes": tuple(summary["conventions"]["notes"])})
+    checked = check_upload(data, task=spec, threads=threads)
     if config is None:
         builtin = spec.name in MODEL_TASKS
         config = (
@@ -51,10 +50,10 @@ def verify_onnx(
             if builtin
             else DetectorConfig.for_data(spec.loader(), budget=budget)
         )
-    copy = trainable_copy(data, conventions, spec.loader().test_images)
-    model = OnnxClassifier(data, conventions, threads=threads)
-    report = verify_classifier(model, task=spec, config=config, trainable=copy.module or copy.status).to_json()
-    report["model"] = summary
-    report["conventions"] = summary["conventions"]
+    model = OnnxClassifier(data, checked.conventions, threads=threads)
+    trainable = checked.copy.module or checked.copy.status
+    report = verify_classifier(model, task=spec, config=config, trainable=trainable).to_json()
+    report["model"] = checked.summary
+    report["conventions"] = checked.summary["conventions"]
     report["seconds"] = round(time.perf_counter() - start, 3)
     return report
