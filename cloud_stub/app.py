@@ -19,6 +19,7 @@ import edge_sdk
 from cloud_stub.api import ROUTERS
 from cloud_stub.errors import ConflictError, ModelRejectedError, NotFoundError, StoreError
 from cloud_stub.heads import ServedHead, head_from_bytes, head_to_bytes
+from cloud_stub.isolation import JobLimitError, JobLimits
 from cloud_stub.limits import BodySizeLimit
 from cloud_stub.settings import ServerSettings
 from cloud_stub.store import Store
@@ -39,6 +40,7 @@ _ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (NonFiniteError, 422),
     (ModelRejectedError, 422),
     (OperatorDataError, 422),
+    (JobLimitError, 422),  # at upload: the model asks for more memory or time than a check may use
     (StoreError, 503),
     (TaskDataError, 503),  # a built-in task's data is not installed on the server
 ]
@@ -96,9 +98,12 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
         store,
         arch=kit.architecture,
         served=served,
-        threads=settings.torch_threads,
         verify_uploads=settings.verify_uploads,
         verify_budget=settings.verify_budget,
+        job_limits=JobLimits(
+            memory_mib=settings.job_memory_mib, seconds=settings.job_seconds, threads=settings.torch_threads
+        ),
+        check_limits=JobLimits(memory_mib=settings.job_memory_mib, seconds=settings.check_seconds),
     )
 
     @asynccontextmanager

@@ -48,6 +48,20 @@ class ServerSettings(BaseSettings):
     max_batch: int = Field(default=256, ge=1, description="Most features per request.")
     torch_threads: int = Field(default=1, ge=1, description="Threads for inference and training.")
     verify_uploads: bool = Field(default=True, description="Verify uploaded models in the background.")
+    job_memory_mib: int | None = Field(
+        default=4096,
+        ge=256,
+        description="Address-space limit (RLIMIT_AS), in MiB, of each worker process that checks uploads, verifies "
+        "them and trains heads; a job over it fails with the reason (unset for no limit).",
+    )
+    job_seconds: float = Field(
+        default=3600.0, gt=0, description="Wall-clock limit of one verification or head-training job, in seconds."
+    )
+    check_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Wall-clock limit of the check an upload runs before it is accepted, in seconds.",
+    )
     verify_budget: Literal["standard", "quick"] = Field(
         default="standard", description="'standard' (the benchmarked detector) or 'quick' verification."
     )

@@ -1,7 +1,8 @@
 """Background work of the service: training heads and verifying uploaded models, one at a time.
 
-One worker thread; the work itself is recorded in the store, so what was queued or
-running when the server stopped is picked up at the next start.
+One worker thread hands each job to a worker process under limits
+(:mod:`cloud_stub.isolation`); the work itself is recorded in the store, so what was
+queued or running when the server stopped is picked up at the next start.
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ import logging
 import queue
 import threading
 import time
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+import numpy as np
 
-from cloud_stub.heads import ServedHead, fit_head, head_to_bytes
+from cloud_stub.heads import HeadFit, ServedHead, fit_head, head_to_bytes
+from cloud_stub.isolation import IsolatedRunner, JobLimits
 from cloud_stub.store import Store
+from cloud_stub.uploads import UploadTask, check_upload_job
 from edge_sdk.kit.models import Architecture
+
+if TYPE_CHECKING:
+    from cloud_stub.verification.detector import DetectorConfig
 
 __all__ = ["BackgroundWorker"]
 
@@ -25,12 +31,50 @@ JobKind = Literal["train", "verify"]
 _log = logging.getLogger(__name__)
 
 
+DEFAULT_JOB_LIMITS = JobLimits(memory_mib=4096, seconds=3600.0)
+DEFAULT_CHECK_LIMITS = JobLimits(memory_mib=4096, seconds=120.0)
+
+
+def verify_job(
+    data: bytes, task: UploadTask, budget: str, config: DetectorConfig | None, threads: int
+) -> dict[str, Any]:
+    """Verify an upload; what the worker runs in its worker process."""
+    from cloud_stub.verification.verify import verify_onnx  # torch-heavy; loaded on first use
+
+    return verify_onnx(data, task=task.resolve(), budget=budget, config=config, threads=threads)
+
+
+def train_job(features: np.ndarray, labels: np.ndarray, arch: Architecture, params: dict[str, Any]) -> HeadFit:
+    """Train a head on a stored dataset; what the worker runs in its worker process."""
+    return fit_head(
+        features,
+        labels,
+        arch=arch,
+        epochs=params["epochs"],
+        seed=params["seed"],
+        validation_fraction=params["validation_fraction"],
+    )
+
+
 class BackgroundWorker:
     """Runs head-training jobs and model verifications one at a time, in submission order.
 
-    Jobs live in the store, so a job queued or running when the server stopped is
-    run again at the next start (training is seeded, so the result is the same), and
-    an upload still ``unverified`` is verified then.
+    Each job runs in a worker process under ``job_limits``; one that breaks a limit
+    ends ``failed`` with the reason, and the server goes on serving. Upload checks run
+    in another worker process under ``check_limits``, so an upload never waits for a
+    verification. Jobs live in the store, so a job queued or running when the server
+    stopped is run again at the next start, within its bounded attempts (training is
+    seeded, so the result is the same), and an upload still ``unverified`` is verified then.
+
+    Args:
+        store: Where jobs, uploads and their results live.
+        arch: Head architecture of the kit, for training.
+        served: The served head, swapped when a trained head is activated.
+        verify_uploads: Verify uploads (else they stay ``unverified``).
+        verify_budget: Detector budget (``standard`` or ``quick``) for built-in tasks.
+        verify_config: Detector settings for every verification instead of the budget's.
+        job_limits: Limits of each verification and training job.
+        check_limits: Limits of each upload check.
     """
 
     def __init__(
@@ -39,16 +83,20 @@ class BackgroundWorker:
         *,
         arch: Architecture,
         served: ServedHead,
-        threads: int = 1,
         verify_uploads: bool = True,
         verify_budget: str = "standard",
+        verify_config: DetectorConfig | None = None,
+        job_limits: JobLimits = DEFAULT_JOB_LIMITS,
+        check_limits: JobLimits = DEFAULT_CHECK_LIMITS,
     ) -> None:
         self.store = store
         self.verify_uploads = verify_uploads
         self.verify_budget = verify_budget
+        self.verify_config = verify_config
         self.arch = arch
         self.served = served
-        self.threads = threads
+        self.jobs = IsolatedRunner(limits=job_limits, name="job")
+        self.checks = IsolatedRunner(limits=check_limits, name="upload check")
         self._queue: queue.Queue[tuple[JobKind, int] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
@@ -70,15 +118,25 @@ class BackgroundWorker:
         """Queue the verification of an uploaded model."""
         self._queue.put(("verify", model_id))
 
+    def check_upload(self, data: bytes, task: UploadTask) -> dict[str, Any]:
+        """Run the upload check (:func:`cloud_stub.uploads.check_onnx_model`) in the check process.
+
+        Raises:
+            ModelRejectedError: As the check.
+            JobLimitError: The check broke its limits (the model asks for too much).
+        """
+        return self.checks.run(check_upload_job, data, task, 1)
+
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish the running job (if any) and stop."""
+        """Finish the running job (if any), stop, and end the worker processes."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout)
             self._thread = None
+        self.checks.close()
+        self.jobs.close()
 
     def _loop(self) -> None:
-        torch.set_num_threads(self.threads)
         while (item := self._queue.get()) is not None:
             kind, ident = item
             if kind == "train":
@@ -87,15 +145,14 @@ class BackgroundWorker:
                 self._verify(ident)
 
     def _verify(self, model_id: int) -> None:
-        from cloud_stub.uploads import upload_task
-        from cloud_stub.verification.verify import verify_onnx  # torch-heavy; loaded on first use
-
         if not self.store.claim_model(model_id):
             return  # verified already, or another replica has it
         record = self.store.model(model_id)
         try:
-            task = upload_task(record.task, self.store)
-            report = verify_onnx(self.store.model_onnx(model_id), task=task, budget=self.verify_budget)
+            task = UploadTask.from_store(record.task, self.store)
+            data = self.store.model_onnx(model_id)
+            threads = self.jobs.limits.threads
+            report = self.jobs.run(verify_job, data, task, self.verify_budget, self.verify_config, threads)
         except Exception as exc:  # recorded on the model, never kills the worker
             _log.exception("verification of model %s failed", model_id)
             self.store.set_model_report(model_id, status="failed", report={"error": f"{type(exc).__name__}: {exc}"})
@@ -109,14 +166,7 @@ class BackgroundWorker:
         params = job.params
         try:
             features, labels = self.store.load_dataset(job.dataset)
-            fit = fit_head(
-                features,
-                labels,
-                arch=self.arch,
-                epochs=params["epochs"],
-                seed=params["seed"],
-                validation_fraction=params["validation_fraction"],
-            )
+            fit = self.jobs.run(train_job, features, labels, self.arch, params)
             head_id = self.store.add_head(
                 head_to_bytes(fit.head),
                 source="trained",

@@ -7,7 +7,7 @@ external-data references (which would make the server read files of its choosing
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import onnx
@@ -30,26 +30,55 @@ __all__ = [
     "MAX_NODES",
     "MAX_TENSOR_VALUES",
     "CheckedUpload",
+    "UploadTask",
     "check_onnx_model",
     "check_upload",
-    "upload_task",
+    "check_upload_job",
 ]
 
 DATASET_TASK_PREFIX = "dataset:"  # an upload's task when it is verified on an operator's registered dataset
 
 
-def upload_task(task: str, datasets: VerificationDatasetStore) -> ModelTask:
-    """The task an upload names: a built-in task, or ``dataset:ID`` for a registered verification dataset.
+@dataclass(frozen=True)
+class UploadTask:
+    """The task an upload is verified on, as plain data a worker process can receive.
 
-    Raises:
-        NotFoundError: No such dataset.
-        TaskDataError: Unknown task, or the dataset no longer reads.
+    Attributes:
+        name: A built-in task, or ``dataset:ID`` for a registered verification dataset.
+        dataset: That dataset's ``.npz`` bytes (``None`` for a built-in task).
     """
-    if not task.startswith(DATASET_TASK_PREFIX):
-        return resolve_task(task)
-    dataset_id = int(task.removeprefix(DATASET_TASK_PREFIX))
-    images, labels = read_npz(datasets.verification_dataset_payload(dataset_id), what=f"dataset {dataset_id}")
-    return operator_task(images, labels, source=f"verification dataset {dataset_id}")
+
+    name: str
+    dataset: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_store(cls, name: str, datasets: VerificationDatasetStore) -> UploadTask:
+        """Read the registered dataset an upload's task names, if it names one.
+
+        Raises:
+            NotFoundError: No such dataset.
+        """
+        if not name.startswith(DATASET_TASK_PREFIX):
+            return cls(name)
+        return cls(name, datasets.verification_dataset_payload(int(name.removeprefix(DATASET_TASK_PREFIX))))
+
+    def resolve(self) -> ModelTask:
+        """The task itself.
+
+        Raises:
+            TaskDataError: Unknown task, or the built-in task's data is not installed.
+            OperatorDataError: The dataset no longer reads.
+        """
+        if self.dataset is None:
+            return resolve_task(self.name)
+        dataset = f"dataset {self.name.removeprefix(DATASET_TASK_PREFIX)}"
+        images, labels = read_npz(self.dataset, what=dataset)
+        return operator_task(images, labels, source=f"verification {dataset}")
+
+
+def check_upload_job(data: bytes, task: UploadTask, threads: int = 1) -> dict[str, Any]:
+    """:func:`check_onnx_model` on an :class:`UploadTask`: what the service runs in a worker process."""
+    return check_onnx_model(data, task=task.resolve(), threads=threads)
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:

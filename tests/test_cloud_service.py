@@ -20,7 +20,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cloud_helpers import linear_classifier_onnx
+from cloud_helpers import linear_classifier_onnx, memory_bomb_onnx
 from cloud_stub import Store
 from cloud_stub.heads import fit_head
 from cloud_stub.local import local_server
@@ -77,7 +77,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     url = f"sqlite:///{folder / 'cloud.db'}"
     key = create_key(url, "device-1")
     log = folder / "server.log"
-    with local_server(url, log=log, extra_args=("--no-verify-uploads",)) as base:
+    with local_server(url, log=log, extra_args=("--no-verify-uploads", "--job-memory-mib", "2048")) as base:
         store = Store(url)
         yield Cloud(base=base, key=key, store=store, database_url=url, log=log)
         store.dispose()
@@ -299,6 +299,20 @@ def test_model_upload_is_stored_unverified_and_hostile_files_are_refused(cloud: 
         with pytest.raises(CloudRequestError) as missing:
             client.model_report(10**6)
         assert missing.value.status_code == 404
+
+
+def test_a_model_that_needs_more_memory_than_a_check_may_use_is_refused_and_the_server_goes_on(cloud: Cloud) -> None:
+    # 8 live tensors of 64 x 448 x 64 x 64 float32 (470 MB each, under the static cap): 3.8 GB in all
+    bomb = memory_bomb_onnx((1, 64, 64), 3, channels=448, copies=8)
+    before = cloud.counts()
+    with cloud.client() as client:
+        with pytest.raises(CloudRequestError) as refused:
+            client.upload_model(bomb, task="orl-pose", name="bomb.onnx")
+        assert refused.value.status_code == 422 and "memory limit of 2048 MiB" in str(refused.value)
+        assert cloud.counts() == before
+        record = client.upload_model(linear_classifier_onnx((1, 64, 64), 3, seed=5), task="orl-pose")
+        assert record["status"] == "unverified"
+    assert httpx.get(cloud.base + "/health", timeout=10).status_code == 200
 
 
 def test_training_on_a_missing_dataset_is_404_and_bad_parameters_422(cloud: Cloud) -> None:

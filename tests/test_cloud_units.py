@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from cloud_helpers import linear_classifier_onnx
 from cloud_stub import ConflictError, ModelRejectedError, ServerSettings, Store
 from cloud_stub.heads import ServedHead, fit_head, head_from_bytes, head_to_bytes
+from cloud_stub.isolation import JobLimits
 from cloud_stub.training import BackgroundWorker
 from cloud_stub.uploads import check_onnx_model
 from conftest import TINY
@@ -309,6 +310,28 @@ def test_worker_resumes_a_job_left_running_by_a_stopped_server(tmp_path: Path) -
     record = store.job(job)
     assert record.status == "succeeded" and served.head_id == record.head_id == store.active_head_id()
     assert store.job(failing).status == "failed" and "NotFoundError" in (store.job(failing).error or "")
+
+
+def test_a_verification_past_its_time_limit_fails_with_the_reason_and_is_not_run_again(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    key_id = store.check_api_key(store.create_api_key("k"))
+    assert key_id is not None
+    model_id, _ = store.add_model(
+        linear_classifier_onnx((1, 64, 64), 3),
+        name="m.onnx",
+        task="orl-pose",
+        summary={},
+        api_key_id=key_id,
+        idempotency_key=None,
+    )
+    limits = JobLimits(memory_mib=None, seconds=0.2)
+    worker = BackgroundWorker(store, arch=TINY, served=ServedHead(), verify_budget="quick", job_limits=limits)
+    worker.start()
+    worker.stop(timeout=60)
+    record = store.model(model_id)
+    assert record.status == "failed" and record.attempts == 1
+    assert record.report == {"error": "JobLimitError: the job ran past its limit of 0.2 s"}
+    assert store.models_to_verify() == []  # a restart does not run it again
 
 
 # --- labels CSV ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from cloud_stub import Store
 from cloud_stub.cli.root import app
 from cloud_stub.heads import ServedHead
+from cloud_stub.isolation import JobLimits
 from cloud_stub.training import BackgroundWorker
 from cloud_stub.verification import detector
 from cloud_stub.verification.defences import SSD, argmax_only, noisy, round_digits, ssd_project, top_k
@@ -295,7 +296,13 @@ def test_the_service_worker_verifies_an_upload_and_the_cli_gives_the_verdict(
     model_id, _ = store.add_model(
         data, name="m.onnx", task="fashion-mnist", summary={}, api_key_id=key_id, idempotency_key=None
     )
-    worker = BackgroundWorker(store, arch=TINY, served=ServedHead(), threads=2)
+    worker = BackgroundWorker(
+        store,
+        arch=TINY,
+        served=ServedHead(),
+        verify_config=small,  # the worker process does not see the monkeypatch
+        job_limits=JobLimits(memory_mib=4096, seconds=300, threads=2),
+    )
     worker.start()  # picks up the unverified upload, as after a restart
     worker.stop(timeout=300)
     record = store.model(model_id)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from cloud_stub.api.dependencies import BINARY_BODY, Body, IdempotencyKey, KeyId, RecordId, StoreDep, WorkerDep
 from cloud_stub.api.schemas import MAX_ID, MODEL_NAME_PATTERN, ModelListItem, ModelOut, VerificationDatasetOut
 from cloud_stub.errors import ModelRejectedError
-from cloud_stub.uploads import DATASET_TASK_PREFIX, check_onnx_model, upload_task
+from cloud_stub.uploads import DATASET_TASK_PREFIX, UploadTask
 from cloud_stub.verification.operator_data import operator_task, read_npz
 from cloud_stub.verification.tasks import MODEL_TASKS
 
@@ -52,9 +52,10 @@ def upload_model(
 ) -> ModelOut:
     """Upload an ONNX classifier for a built-in task or a registered dataset.
 
-    It is run on a probe batch of the task's images first (refused with 422 and the
-    reason if the verifier cannot run it), stored, and verified in the background
-    (poll its record).
+    It is run on a probe batch of the task's images first, in a worker process under
+    the server's memory and time limits (refused with 422 and the reason if the
+    verifier cannot run it or it breaks a limit), stored, and verified in the
+    background (poll its record).
     """
     if (task is None) == (dataset is None):
         raise ModelRejectedError("name a built-in task (task=...) or a registered verification dataset (dataset=...)")
@@ -62,7 +63,7 @@ def upload_model(
         store.verification_dataset(dataset, api_key_id=key_id)  # a key verifies on the datasets it registered
     task_name = task if task is not None else f"{DATASET_TASK_PREFIX}{dataset}"
     started = time.perf_counter()
-    summary = check_onnx_model(body, task=upload_task(task_name, store))
+    summary = worker.check_upload(body, UploadTask.from_store(task_name, store))
     summary["check_seconds"] = round(time.perf_counter() - started, 4)
     model_id, replayed = store.add_model(
         body, name=name, task=task_name, summary=summary, api_key_id=key_id, idempotency_key=idempotency_key

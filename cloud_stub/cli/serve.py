@@ -30,6 +30,9 @@ def serve(
     torch_threads: Annotated[int | None, _option("torch_threads", min=1)] = None,
     verify_uploads: Annotated[bool | None, _option("verify_uploads")] = None,
     verify_budget: Annotated[str | None, _option("verify_budget")] = None,
+    job_memory_mib: Annotated[int | None, _option("job_memory_mib", min=256)] = None,
+    job_seconds: Annotated[float | None, _option("job_seconds", min=0.001)] = None,
+    check_seconds: Annotated[float | None, _option("check_seconds", min=0.001)] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the head on crafted features, collect labelled features, train heads, take model uploads.
@@ -52,6 +55,9 @@ def serve(
         "torch_threads": torch_threads,
         "verify_uploads": verify_uploads,
         "verify_budget": verify_budget,
+        "job_memory_mib": job_memory_mib,
+        "job_seconds": job_seconds,
+        "check_seconds": check_seconds,
     }
     try:
         settings = ServerSettings(**{k: v for k, v in flags.items() if v is not None})

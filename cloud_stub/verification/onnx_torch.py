@@ -304,6 +304,7 @@ def _gelu(attrs: dict[str, Any], args: list[Any]) -> torch.Tensor:
     return F.gelu(args[0], approximate="tanh" if _text(attrs.get("approximate", "none")) == "tanh" else "none")
 
 
+_ALLOCATION_FAILURE = "can't allocate memory"  # torch's DefaultCPUAllocator, under RLIMIT_AS or without RAM
 _EXPORT_BATCH = "__export_batch__"  # set on Reshape nodes by OnnxModule(export_batch=...)
 
 _TRAINING_MODE_REASON = (
@@ -515,6 +516,8 @@ class OnnxModule(nn.Module):
             except KeyError as exc:
                 raise UnsupportedOnnxError(f"{op_type} reads {exc.args[0]!r}, which no node produces") from exc
             except (RuntimeError, IndexError, TypeError, ValueError) as exc:
+                if _ALLOCATION_FAILURE in str(exc):  # torch's CPU allocator reports it as a RuntimeError
+                    raise MemoryError(f"{op_type}: {exc}") from exc
                 raise UnsupportedOnnxError(f"{op_type} failed in torch: {exc}") from exc
             env[outputs[0]] = result
         output: torch.Tensor = env[self.output_name]

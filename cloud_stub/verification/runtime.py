@@ -108,13 +108,26 @@ def run_in_batches(
     return torch.cat(outputs)
 
 
+_ORT_ALLOCATION_FAILURE = "Failed to allocate memory"  # onnxruntime's arena, in its error messages
+
+
 def session_runner(session: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-    """One onnxruntime call on what the graph takes: a tensor in, its first output as float32 out."""
+    """One onnxruntime call on what the graph takes: a tensor in, its first output as float32 out.
+
+    An allocation that fails (under the worker's memory limit) is raised as ``MemoryError``,
+    so it is never mistaken for a graph the batch does not fit.
+    """
     name = session.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
-        return torch.from_numpy(np.asarray(session.run(None, {name: array})[0], dtype=np.float32))
+        try:
+            outputs = session.run(None, {name: array})
+        except Exception as exc:  # onnxruntime's Fail/RuntimeException have no common public base class
+            if _ORT_ALLOCATION_FAILURE in str(exc):
+                raise MemoryError("onnxruntime could not allocate memory for the graph's tensors") from exc
+            raise
+        return torch.from_numpy(np.asarray(outputs[0], dtype=np.float32))
 
     return run
 
@@ -207,6 +220,8 @@ def _run_probe(session: Any, x: torch.Tensor, batch: int | None, classes: int) -
     """Outputs ``(N, classes)`` of the graph on ``x`` in the given batch size, or why it failed."""
     try:
         outputs = run_in_batches(session_runner(session), x, batch=batch).numpy()
+    except MemoryError:
+        raise
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument/RuntimeException types
         return None, f"onnxruntime cannot run it on a batch of {batch or len(x)}: {_first_line(exc)}"
     if outputs.shape[0] != len(x) or outputs.reshape(len(x), -1).shape[1] != classes:

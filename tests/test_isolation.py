@@ -1,0 +1,62 @@
+"""Jobs run in spawned worker processes under memory, time and thread limits (cloud_stub.isolation)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from cloud_helpers import linear_classifier_onnx
+from cloud_stub.errors import ModelRejectedError
+from cloud_stub.isolation import IsolatedRunner, JobLimitError, JobLimits
+from cloud_stub.uploads import UploadTask, check_upload_job
+
+
+@pytest.fixture(scope="module")
+def runner() -> Iterator[IsolatedRunner]:
+    runner = IsolatedRunner(limits=JobLimits(memory_mib=1536, seconds=20, threads=1), name="test job")
+    yield runner
+    runner.close()
+
+
+def test_a_job_runs_in_another_process_and_its_errors_come_back_typed(runner: IsolatedRunner) -> None:
+    assert runner.run(os.getpid) != os.getpid()
+    summary = runner.run(check_upload_job, linear_classifier_onnx((1, 64, 64), 3), UploadTask("orl-pose"), 1)
+    assert summary["operators"] == ["Flatten", "Gemm"]
+    with pytest.raises(ModelRejectedError, match="not an ONNX model"):
+        runner.run(check_upload_job, b"not onnx", UploadTask("orl-pose"), 1)
+
+
+def test_the_worker_has_the_limits(runner: IsolatedRunner) -> None:
+    assert runner.run(os.getenv, "OMP_NUM_THREADS") == "1" and runner.run(torch.get_num_threads) == 1
+    with pytest.raises(JobLimitError, match="memory limit of 1536 MiB"):
+        runner.run(bytearray, 2 << 30)  # 2 GiB: over the limit, refused before it is touched
+    assert runner.run(len, bytearray(1 << 20)) == 1 << 20  # the same worker goes on
+
+
+def test_a_job_past_its_time_is_ended_and_its_worker_replaced(runner: IsolatedRunner) -> None:
+    quick = IsolatedRunner(limits=JobLimits(memory_mib=None, seconds=1.0), name="slow job")
+    try:
+        first = quick.run(os.getpid)
+        started = time.perf_counter()
+        with pytest.raises(JobLimitError, match="slow job ran past its limit of 1 s"):
+            quick.run(time.sleep, 30)
+        assert time.perf_counter() - started < 10
+        assert quick.run(os.getpid) != first  # a new worker process
+    finally:
+        quick.close()
+
+
+def test_a_worker_that_dies_is_reported_and_replaced(runner: IsolatedRunner) -> None:
+    with pytest.raises(JobLimitError, match=r"process died \(exit code 7\)"):
+        runner.run(os._exit, 7)
+    assert runner.run(abs, -3) == 3
+
+
+def test_limits_are_validated() -> None:
+    for bad in ({"memory_mib": 10}, {"seconds": 0}, {"threads": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            JobLimits(**{"memory_mib": None, "seconds": 1.0, **bad})  # type: ignore[arg-type]
