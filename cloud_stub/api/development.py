@@ -11,6 +11,7 @@ from cloud_stub.api.dependencies import (
     IdempotencyKey,
     KeyId,
     KitDep,
+    LimiterDep,
     RecordId,
     ServedDep,
     SettingsDep,
@@ -71,11 +72,19 @@ def dataset_summary(_: KeyId, dataset: DatasetName, store: StoreDep) -> DatasetO
     return DatasetOut.model_validate(store.dataset_summary(dataset), from_attributes=True)
 
 
-@router.post("/v1/heads", status_code=202, responses={404: {"description": "No such dataset"}})
-def train_head(_: KeyId, request: TrainRequest, store: StoreDep, worker: WorkerDep) -> JobOut:
+@router.post(
+    "/v1/heads",
+    status_code=202,
+    responses={
+        404: {"description": "No such dataset"},
+        429: {"description": "Too many requests or jobs waiting for this key; see Retry-After"},
+    },
+)
+def train_head(key_id: KeyId, request: TrainRequest, store: StoreDep, worker: WorkerDep, limiter: LimiterDep) -> JobOut:
     """Queue training of a new head on a collected dataset; poll the job for its validation accuracy."""
     store.dataset_summary(request.dataset)  # 404 now rather than a failed job later
-    job_id = store.create_job(request.dataset, request.model_dump(exclude={"dataset"}))
+    limiter.check_job(key_id, store, verified=worker.verify_uploads)
+    job_id = store.create_job(request.dataset, request.model_dump(exclude={"dataset"}), api_key_id=key_id)
     worker.submit(job_id)
     return JobOut.model_validate(store.job(job_id), from_attributes=True)
 

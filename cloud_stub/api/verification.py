@@ -7,7 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from cloud_stub.api.dependencies import BINARY_BODY, Body, IdempotencyKey, KeyId, RecordId, StoreDep, WorkerDep
+from cloud_stub.api.dependencies import (
+    BINARY_BODY,
+    Body,
+    IdempotencyKey,
+    KeyId,
+    LimiterDep,
+    RecordId,
+    StoreDep,
+    WorkerDep,
+)
 from cloud_stub.api.schemas import MAX_ID, MODEL_NAME_PATTERN, ModelListItem, ModelOut, VerificationDatasetOut
 from cloud_stub.errors import ModelRejectedError
 from cloud_stub.uploads import DATASET_TASK_PREFIX, UploadTask
@@ -32,10 +41,12 @@ TaskName = Annotated[
     status_code=201,
     openapi_extra=BINARY_BODY,
     responses={
+        403: {"description": "The key stores as many models as its quota allows"},
         404: {"description": "No such verification dataset"},
         409: {"description": "Idempotency-Key reused"},
         413: {"description": "Model too large"},
         422: {"description": "Not an ONNX classifier the verifier can run on the task, with the reason"},
+        429: {"description": "Too many requests or verifications waiting for this key; see Retry-After"},
     },
 )
 def upload_model(
@@ -43,6 +54,7 @@ def upload_model(
     body: Body,
     store: StoreDep,
     worker: WorkerDep,
+    limiter: LimiterDep,
     task: TaskName | None = None,
     dataset: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="A registered verification dataset, instead of a task")
@@ -62,6 +74,7 @@ def upload_model(
     if dataset is not None:
         store.verification_dataset(dataset, api_key_id=key_id)  # a key verifies on the datasets it registered
     task_name = task if task is not None else f"{DATASET_TASK_PREFIX}{dataset}"
+    limiter.check_upload(key_id, store, verified=worker.verify_uploads)
     started = time.perf_counter()
     summary = worker.check_upload(body, UploadTask.from_store(task_name, store))
     summary["check_seconds"] = round(time.perf_counter() - started, 4)

@@ -33,6 +33,10 @@ def serve(
     job_memory_mib: Annotated[int | None, _option("job_memory_mib", min=256)] = None,
     job_seconds: Annotated[float | None, _option("job_seconds", min=0.001)] = None,
     check_seconds: Annotated[float | None, _option("check_seconds", min=0.001)] = None,
+    rate_limit: Annotated[str | None, _option("rate_limit")] = None,
+    rate_limit_storage: Annotated[str | None, _option("rate_limit_storage")] = None,
+    max_models_per_key: Annotated[int | None, _option("max_models_per_key", min=1)] = None,
+    max_pending_per_key: Annotated[int | None, _option("max_pending_per_key", min=1)] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the head on crafted features, collect labelled features, train heads, take model uploads.
@@ -58,6 +62,10 @@ def serve(
         "job_memory_mib": job_memory_mib,
         "job_seconds": job_seconds,
         "check_seconds": check_seconds,
+        "rate_limit": rate_limit,
+        "rate_limit_storage": rate_limit_storage,
+        "max_models_per_key": max_models_per_key,
+        "max_pending_per_key": max_pending_per_key,
     }
     try:
         settings = ServerSettings(**{k: v for k, v in flags.items() if v is not None})

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from cloud_stub.errors import NotFoundError
 from cloud_stub.store._base import StorePart, record
@@ -25,14 +25,24 @@ MAX_ATTEMPTS = 3
 class JobStore(StorePart):
     """The ``training_jobs`` table."""
 
-    def create_job(self, dataset: str, params: dict[str, Any]) -> int:
-        """Queue a head-training job."""
+    def create_job(self, dataset: str, params: dict[str, Any], *, api_key_id: int | None = None) -> int:
+        """Queue a head-training job, owned by the key that asked for it."""
+        values = {"dataset": dataset, "status": "queued", "params": json.dumps(params), "created_at": time.time()}
         with self.engine.begin() as conn:
             return int(
                 conn.execute(
-                    insert(training_jobs)
-                    .values(dataset=dataset, status="queued", params=json.dumps(params), created_at=time.time())
-                    .returning(training_jobs.c.id)
+                    insert(training_jobs).values(**values, api_key_id=api_key_id).returning(training_jobs.c.id)
+                ).scalar_one()
+            )
+
+    def pending_jobs(self, api_key_id: int) -> int:
+        """Training jobs of a key that are queued or running."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(training_jobs)
+                    .where(training_jobs.c.api_key_id == api_key_id, training_jobs.c.status.in_(("queued", "running")))
                 ).scalar_one()
             )
 

@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloud_stub.errors import ConflictError, NotFoundError
@@ -100,6 +100,16 @@ class ModelStore(StorePart):
         if data is None:
             raise NotFoundError(f"no uploaded model {model_id}")
         return bytes(data)
+
+    def model_counts(self, api_key_id: int) -> tuple[int, int]:
+        """A key's uploads: ``(stored, waiting)``, waiting meaning not verified yet (unverified or verifying)."""
+        owned = uploaded_models.c.api_key_id == api_key_id
+        waiting = uploaded_models.c.status.in_(("unverified", "verifying"))
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(func.count(), func.count().filter(waiting)).select_from(uploaded_models).where(owned)
+            ).one()
+        return int(row[0]), int(row[1])
 
     def models_to_verify(self) -> list[int]:
         """Uploads not verified yet, oldest first, including ones a stop interrupted.

@@ -76,6 +76,7 @@ class JobRow:
     started_at: float | None
     finished_at: float | None
     attempts: int
+    api_key_id: int | None = None  # the key that queued it; None for jobs older than migration 0004
 
 
 @dataclass(frozen=True)

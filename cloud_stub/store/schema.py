@@ -70,6 +70,7 @@ training_jobs = Table(
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("api_key_id", Integer, ForeignKey("api_keys.id", name="fk_training_jobs_api_key")),
 )
 uploaded_models = Table(
     "uploaded_models",

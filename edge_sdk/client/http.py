@@ -1,12 +1,15 @@
 """HTTP client of the cloud stub, for apps on the device and for the CLI.
 
 Retries what is safe to retry (connection failures, timeouts, 429/502/503/504) with
-exponential backoff, and sends an ``Idempotency-Key`` with every upload so that a
-retried upload whose first attempt did reach the server is stored once, not twice.
+exponential backoff, waiting as long as a ``Retry-After`` header asks, and sends an
+``Idempotency-Key`` with every upload so that a retried upload whose first attempt
+did reach the server is stored once, not twice.
 """
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import hashlib
 import time
 import uuid
@@ -44,6 +47,20 @@ class Prediction:
     head_id: int
 
 
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (RFC 9110: seconds or an HTTP date); ``None`` without one."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+
+
 def _as_array(features: torch.Tensor | np.ndarray) -> np.ndarray:
     array = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
     if array.dtype != np.float32:
@@ -66,7 +83,10 @@ class CloudClient:
         api_key: Key issued by ``edge-cloud keys create``.
         timeout: Seconds per attempt (connect, read and write each).
         retries: Further attempts after the first on retryable failures.
-        backoff: First wait in seconds between attempts; doubles each time.
+        backoff: First wait in seconds between attempts; doubles each time. A
+            ``Retry-After`` header (seconds or an HTTP date) replaces it when longer.
+        max_retry_after: Longest ``Retry-After`` wait, in seconds, the client accepts; a
+            server asking for more gets the request refused at once, with its answer.
         transport: An ``httpx`` transport, for tests that serve the app in-process.
 
     Example:
@@ -85,6 +105,7 @@ class CloudClient:
         timeout: float = 10.0,
         retries: int = 3,
         backoff: float = 0.5,
+        max_retry_after: float = 60.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if retries < 0:
@@ -92,6 +113,7 @@ class CloudClient:
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
+        self.max_retry_after = max_retry_after
         self._http = httpx.Client(
             base_url=self.base_url, timeout=timeout, headers={API_KEY_HEADER: api_key}, transport=transport
         )
@@ -119,6 +141,7 @@ class CloudClient:
         attempts = self.retries + 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
+            wait = self.backoff * 2**attempt
             try:
                 response = self._http.request(method, path, content=content, json=json, params=params, headers=headers)
             except httpx.TransportError as exc:
@@ -130,12 +153,14 @@ class CloudClient:
             else:
                 if response.status_code < 400:
                     return response.json()
-                if response.status_code not in _RETRY_STATUS or last:
+                asked = _retry_after(response)
+                if response.status_code not in _RETRY_STATUS or last or (asked or 0) > self.max_retry_after:
                     raise CloudRequestError(
                         f"{method} {path} refused with {response.status_code}: {_detail(response)}",
                         status_code=response.status_code,
                     )
-            time.sleep(self.backoff * 2**attempt)
+                wait = max(wait, asked or 0.0)
+            time.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns or raises
 
     def health(self) -> dict[str, Any]:
