@@ -78,7 +78,7 @@ class IsolatedRunner:
     """Runs functions in spawned worker processes under :class:`JobLimits`.
 
     The pool starts on first use (spawning a worker imports torch: a few seconds),
-    and a worker that broke a limit is replaced before the next job.
+    and a worker that broke a limit (time, memory) or died is replaced before the next job.
 
     Args:
         limits: What each job may use.
@@ -117,6 +117,9 @@ class IsolatedRunner:
         except FutureTimeoutError:
             raise JobLimitError(f"the {self.name} ran past its limit of {self.limits.seconds:g} s") from None
         except MemoryError as exc:
+            # What the failed job allocated may stay reserved (allocator arenas, a
+            # traceback's frames), so the next job gets a fresh process.
+            self.close()
             raise JobLimitError(
                 f"the {self.name} needed more than its memory limit of {self.limits.memory_mib} MiB ({exc})"
             ) from None

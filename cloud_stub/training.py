@@ -127,6 +127,17 @@ class BackgroundWorker:
         """
         return self.checks.run(check_upload_job, data, task, 1)
 
+    def describe_dataset(self, data: bytes, name: str) -> dict[str, Any]:
+        """Read an uploaded verification dataset in the check process and describe its task.
+
+        Raises:
+            OperatorDataError: Not a dataset the verifier can use (the reason says why).
+            JobLimitError: Reading it broke the check's limits.
+        """
+        from cloud_stub.verification.operator_data import dataset_summary_job
+
+        return self.checks.run(dataset_summary_job, data, name)
+
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the running job (if any), stop, and end the worker processes."""
         if self._thread is not None:

@@ -6,6 +6,7 @@ external-data references (which would make the server read files of its choosing
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from cloud_stub.verification.runtime import (
     trainable_copy,
 )
 from cloud_stub.verification.tasks import ModelTask, resolve_task
+from edge_sdk.errors import EdgeSDKError
 
 __all__ = [
     "DATASET_TASK_PREFIX",
@@ -35,6 +37,8 @@ __all__ = [
     "check_upload",
     "check_upload_job",
 ]
+
+_log = logging.getLogger(__name__)
 
 DATASET_TASK_PREFIX = "dataset:"  # an upload's task when it is verified on an operator's registered dataset
 
@@ -77,8 +81,25 @@ class UploadTask:
 
 
 def check_upload_job(data: bytes, task: UploadTask, threads: int = 1) -> dict[str, Any]:
-    """:func:`check_onnx_model` on an :class:`UploadTask`: what the service runs in a worker process."""
-    return check_onnx_model(data, task=task.resolve(), threads=threads)
+    """:func:`check_onnx_model` on an :class:`UploadTask`: what the service runs in a worker process.
+
+    An error the check does not foresee (one of a library it calls) refuses the model
+    with the error's type and message, and is logged with its traceback: a model that
+    breaks the check is not one the verifier can run, and the uploader gets a 422, not a 500.
+
+    Raises:
+        ModelRejectedError: As :func:`check_upload`, or the check failed on the model.
+        TaskDataError: The task's data is not installed.
+        MemoryError: The check ran out of memory (the worker's limit).
+    """
+    spec = task.resolve()
+    try:
+        return check_onnx_model(data, task=spec, threads=threads)
+    except (EdgeSDKError, MemoryError):
+        raise
+    except Exception as exc:
+        _log.exception("the upload check failed on a model")
+        raise ModelRejectedError(f"the upload check failed on this model: {type(exc).__name__}: {exc}") from exc
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:

@@ -273,7 +273,7 @@ def test_operator_data_that_cannot_be_verified_on_is_refused_with_what_it_needs(
     with pytest.raises(OperatorDataError, match=r"needs at least 334"):
         load_operator_task(tmp_path / "small.npz")
     np.savez(tmp_path / "objects.npz", images=np.array([object()] * 3), labels=np.arange(3))
-    with pytest.raises(OperatorDataError, match="pickled"):
+    with pytest.raises(OperatorDataError, match="would need unpickling"):
         load_operator_task(tmp_path / "objects.npz")
     np.savez(tmp_path / "one.npz", images=np.zeros((400, 8, 8), np.float32), labels=np.zeros(400, np.int64))
     with pytest.raises(OperatorDataError, match="K >= 2"):
@@ -425,5 +425,8 @@ def test_a_huge_declared_batch_and_an_npz_header_bomb_are_refused_before_allocat
         archive.writestr("images.npy", header.getvalue())
         archive.writestr("labels.npy", header.getvalue())
     (tmp_path / "bomb.npz").write_bytes(bomb.getvalue())
-    with pytest.raises(OperatorDataError, match="declares 4398046511104 bytes"):
+    with pytest.raises(
+        OperatorDataError,
+        match=r"declares shape \(1048576, 1048576\) of <f4 \(4398046511104 bytes\) but 0 bytes follow",
+    ):
         load_operator_task(tmp_path / "bomb.npz")

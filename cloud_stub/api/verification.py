@@ -20,7 +20,6 @@ from cloud_stub.api.dependencies import (
 from cloud_stub.api.schemas import MAX_ID, MODEL_NAME_PATTERN, ModelListItem, ModelOut, VerificationDatasetOut
 from cloud_stub.errors import ModelRejectedError
 from cloud_stub.uploads import DATASET_TASK_PREFIX, UploadTask
-from cloud_stub.verification.operator_data import operator_task, read_npz
 from cloud_stub.verification.tasks import MODEL_TASKS
 
 __all__ = ["router"]
@@ -100,6 +99,7 @@ def register_verification_dataset(
     key_id: KeyId,
     body: Body,
     store: StoreDep,
+    worker: WorkerDep,
     name: Annotated[str, Query(pattern=MODEL_NAME_PATTERN)] = "dataset.npz",
 ) -> VerificationDatasetOut:
     """Register an operator's own labelled images (an ``.npz`` with ``images`` and ``labels``) to verify models on.
@@ -107,16 +107,7 @@ def register_verification_dataset(
     Registered once, it is named by this key's uploads with ``dataset=ID`` (other keys
     do not see it); the same bytes from the same key are stored once.
     """
-    images, labels = read_npz(body, what="the uploaded dataset")
-    task = operator_task(images, labels, source=name)
-    split = task.loader()
-    summary = {
-        "description": task.description,
-        "input_shape": list(task.input_shape),
-        "classes": task.num_classes,
-        "train_images": len(split.train_images),
-        "heldout_images": len(split.test_images),
-    }
+    summary = worker.describe_dataset(body, name)
     dataset_id, replayed = store.add_verification_dataset(body, name=name, summary=summary, api_key_id=key_id)
     return VerificationDatasetOut(**asdict(store.verification_dataset(dataset_id)), replayed=replayed)
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
+import lzma
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from cloud_stub.verification.tasks import ModelTask, TaskData, TaskDataError
+from edge_sdk.client.payloads import PayloadFormatError, decode_npy
 from edge_sdk.data.folder import read_labels_csv
 from edge_sdk.data.images import ImageLoadError, read_picture
 from edge_sdk.errors import LabelFileError
@@ -122,6 +124,24 @@ def operator_task(
     )
 
 
+def dataset_summary_job(data: bytes, name: str) -> dict[str, Any]:
+    """Read an uploaded ``.npz`` dataset and describe the task it makes; what the service runs in a worker process.
+
+    Raises:
+        OperatorDataError: As :func:`read_npz` and :func:`operator_task`.
+    """
+    images, labels = read_npz(data, what="the uploaded dataset")
+    task = operator_task(images, labels, source=name)
+    split = task.loader()
+    return {
+        "description": task.description,
+        "input_shape": list(task.input_shape),
+        "classes": task.num_classes,
+        "train_images": len(split.train_images),
+        "heldout_images": len(split.test_images),
+    }
+
+
 def _channels_first(images: np.ndarray) -> np.ndarray:
     if images.ndim == 3:
         return images[:, None]
@@ -132,16 +152,28 @@ def _channels_first(images: np.ndarray) -> np.ndarray:
     raise OperatorDataError(f"images of shape {list(images.shape)}: need (N, H, W), (N, H, W, C) or (N, C, H, W)")
 
 
-def _check_header(member: Any, size: int, *, what: str) -> None:
-    """An ``.npy`` member's declared shape and dtype must fit in the bytes it holds."""
-    version = np.lib.format.read_magic(member)
-    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, dtype = reader(member)
-    if dtype.hasobject:
-        raise OperatorDataError(f"{what}: holds pickled Python objects, which are not read")
-    declared = math.prod(shape) * dtype.itemsize
-    if declared > size:
-        raise OperatorDataError(f"{what}: declares {declared} bytes of data but holds {size}")
+def _member_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, *, what: str) -> np.ndarray:
+    """One ``.npy`` member: at most its declared size is decompressed, and its header must match it."""
+    with archive.open(info) as member:
+        data = member.read()
+    try:
+        return decode_npy(data)
+    except PayloadFormatError as exc:
+        raise OperatorDataError(f"{what}: {info.filename}: {exc}") from exc
+
+
+# What zipfile and its decompressors raise on a damaged or unusual archive: unsupported
+# versions and methods (NotImplementedError), encrypted members (RuntimeError), bad data.
+_ZIP_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+)
 
 
 def read_npz(source: Path | bytes, *, what: str = "the dataset") -> tuple[np.ndarray, np.ndarray]:
@@ -152,28 +184,29 @@ def read_npz(source: Path | bytes, *, what: str = "the dataset") -> tuple[np.nda
     """
     opened = source if isinstance(source, Path) else io.BytesIO(source)
     try:
-        # Declared sizes bound what zipfile decompresses, and each array's header must
-        # agree with its member's size before numpy allocates what the header declares.
-        with zipfile.ZipFile(opened) as members:
-            expanded = sum(info.file_size for info in members.infolist())
+        # Declared sizes bound what zipfile decompresses (a member is read up to its
+        # declared size), and each array's header must match its member before anything
+        # is allocated; the archive is read here, never by np.load, which would take a
+        # bare .npy or a pickle too.
+        with zipfile.ZipFile(opened) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            expanded = sum(info.file_size for info in members.values())
             if expanded > MAX_ARRAY_BYTES:
                 raise OperatorDataError(f"{what}: its arrays hold {expanded} bytes, over the {MAX_ARRAY_BYTES} limit")
-            for info in members.infolist():
-                with members.open(info) as member:
-                    _check_header(member, info.file_size, what=f"{what}: {info.filename}")
+            if "images.npy" not in members or "labels.npy" not in members:
+                names = sorted(name.removesuffix(".npy") for name in members)
+                raise OperatorDataError(f"{what}: needs arrays 'images' and 'labels'; has {names}")
+            images = _member_array(archive, members["images.npy"], what=what)
+            labels = _member_array(archive, members["labels.npy"], what=what)
     except OperatorDataError:
         raise
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise OperatorDataError(f"{what}: not an .npz archive of plain arrays ({exc})") from exc
-    if isinstance(opened, io.BytesIO):
-        opened.seek(0)
-    try:
-        with np.load(opened, allow_pickle=False) as archive:
-            if "images" not in archive or "labels" not in archive:
-                raise OperatorDataError(f"{what}: needs arrays 'images' and 'labels'; has {sorted(archive.files)}")
-            images, labels = archive["images"], archive["labels"]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise OperatorDataError(f"{what}: not a readable .npz without pickled objects ({exc})") from exc
+    except _ZIP_ERRORS as exc:
+        raise OperatorDataError(f"{what}: not an .npz archive of plain arrays ({type(exc).__name__}: {exc})") from exc
+    if images.ndim == 0 or labels.ndim != 1:
+        raise OperatorDataError(
+            f"{what}: images of shape {list(images.shape)} and labels of shape {list(labels.shape)}: "
+            "need a batch of images and one label each"
+        )
     if len(images) > MAX_IMAGES:
         raise OperatorDataError(f"{what}: {len(images)} images is over the {MAX_IMAGES} limit")
     if images.dtype == np.uint8:

@@ -11,6 +11,9 @@ import io
 import json
 import math
 import struct
+import tokenize
+import zlib
+from typing import BinaryIO
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -26,8 +29,10 @@ __all__ = [
     "PayloadFormatError",
     "check_features",
     "check_labels",
+    "decode_npy",
     "decode_tensors",
     "encode_tensors",
+    "read_npy_header",
 ]
 
 FEATURES_KEY = "features"
@@ -53,15 +58,31 @@ def encode_tensors(tensors: dict[str, np.ndarray]) -> bytes:
     return save_safetensors({name: np.ascontiguousarray(array) for name, array in tensors.items()})
 
 
-def _decode_npy(body: bytes) -> np.ndarray:
-    """One ``.npy`` array, its header checked against the body before anything is allocated.
+_NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floating point
+# What numpy's header parser (literal_eval over tokenize) and a damaged zip member raise.
+_NPY_HEADER_ERRORS = (
+    ValueError,
+    EOFError,
+    OSError,
+    SyntaxError,
+    TypeError,
+    RecursionError,
+    tokenize.TokenError,
+    zlib.error,
+)
 
-    ``np.load`` reserves the size a header declares before reading the data, so a
-    192-byte body can ask for terabytes; here the declared size must equal the bytes
-    that follow the header. Object and structured dtypes are refused (the first would
-    need unpickling); any byte order is converted to the machine's.
+
+def read_npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Read an ``.npy`` header from ``stream``: ``(shape, fortran_order, dtype)``, leaving it at the data.
+
+    Only plain numeric dtypes (bool, integers, floats) and non-negative shapes pass;
+    the caller checks the declared size against the bytes it has before allocating.
+
+    Raises:
+        PayloadFormatError: Not an ``.npy`` header numpy can read (its parser raises
+            several error types on damaged headers), another format version than 1.0
+            or 2.0, an object, structured, string or time dtype, or a negative dimension.
     """
-    stream = io.BytesIO(body)
     try:
         version = npy_format.read_magic(stream)
         if version == (1, 0):
@@ -70,18 +91,36 @@ def _decode_npy(body: bytes) -> np.ndarray:
             shape, fortran_order, dtype = npy_format.read_array_header_2_0(stream)
         else:
             raise PayloadFormatError(f".npy format version {version[0]}.{version[1]} is not accepted (1.0 or 2.0)")
-    except (ValueError, EOFError, OSError) as exc:
-        raise PayloadFormatError(f"malformed .npy payload: {exc}") from exc
-    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+    except _NPY_HEADER_ERRORS as exc:
+        raise PayloadFormatError(f"malformed .npy header: {type(exc).__name__}: {exc}") from exc
+    if dtype.kind not in _NUMERIC_KINDS or dtype.itemsize == 0:
         raise PayloadFormatError(
             f".npy dtype {dtype.descr if dtype.fields else dtype.str!r} is refused (an object array would need "
-            "unpickling, a structured one is not a tensor): send a plain numeric array"
+            "unpickling, a structured, string or time one is not a tensor): send a plain numeric array"
         )
-    count = math.prod(int(n) for n in shape)
+    if any(n < 0 for n in shape):
+        raise PayloadFormatError(f".npy header declares a negative dimension: shape {tuple(shape)}")
+    return tuple(int(n) for n in shape), bool(fortran_order), dtype
+
+
+def decode_npy(body: bytes) -> np.ndarray:
+    """One ``.npy`` array, its header checked against the body before anything is allocated.
+
+    ``np.load`` reserves the size a header declares before reading the data, so a
+    192-byte body can ask for terabytes; here the declared size must equal the bytes
+    that follow the header. Any byte order is converted to the machine's.
+
+    Raises:
+        PayloadFormatError: As :func:`read_npy_header`, or the declared size is not the
+            size of the data.
+    """
+    stream = io.BytesIO(body)
+    shape, fortran_order, dtype = read_npy_header(stream)
+    count = math.prod(shape)
     declared, present = count * dtype.itemsize, len(body) - stream.tell()
     if declared != present:
         raise PayloadFormatError(
-            f".npy header declares shape {tuple(shape)} of {dtype.str} ({declared} bytes) but {present} bytes follow it"
+            f".npy header declares shape {shape} of {dtype.str} ({declared} bytes) but {present} bytes follow it"
         )
     flat = np.frombuffer(body, dtype=dtype, count=count, offset=stream.tell())
     array = flat.reshape(shape, order="F" if fortran_order else "C")
@@ -99,7 +138,7 @@ def decode_tensors(body: bytes, *, npy_name: str = FEATURES_KEY) -> dict[str, np
     if not body:
         raise PayloadFormatError("empty request body; send a safetensors file or a .npy array")
     if body.startswith(NPY_MAGIC):
-        return {npy_name: _decode_npy(body)}
+        return {npy_name: decode_npy(body)}
     if len(body) < 8:
         raise PayloadFormatError("payload too short to be a safetensors file or a .npy array")
     (header_size,) = struct.unpack("<Q", body[:8])
