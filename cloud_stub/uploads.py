@@ -113,6 +113,24 @@ CONTROL_FLOW = frozenset({"Loop", "If", "Scan", "SequenceMap"})
 _SUBGRAPH = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
+def _check_tensors(model: onnx.ModelProto) -> None:
+    """Every weight and constant must read as an array: a known element type and data of its declared size."""
+    tensors = [("initializer", t) for t in model.graph.initializer]
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.TENSOR:
+                tensors.append((f"node {node.name or node.op_type!r} attribute", attribute.t))
+            elif attribute.type == onnx.AttributeProto.TENSORS:
+                tensors += [(f"node {node.name or node.op_type!r} attribute", t) for t in attribute.tensors]
+    for where, tensor in tensors:
+        try:
+            onnx.numpy_helper.to_array(tensor)
+        except (KeyError, ValueError, TypeError, IndexError, NotImplementedError) as exc:
+            raise ModelRejectedError(
+                f"{where} {tensor.name!r} does not read as an array ({type(exc).__name__}: {exc})"
+            ) from exc
+
+
 def _check_static_limits(model: onnx.ModelProto, input_name: str, task: ModelTask) -> None:
     """Refuse, before anything runs, what a classifier does not need and a hostile file would use.
 
@@ -212,9 +230,10 @@ def check_upload(data: bytes, *, task: str | ModelTask, threads: int = 1) -> Che
             raise ModelRejectedError(f"initializer {tensor.name!r} uses external data; upload one self-contained file")
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
+    except (onnx.checker.ValidationError, ValueError) as exc:  # names that are not UTF-8: UnicodeDecodeError
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelRejectedError(f"onnx.checker refused the model: {first_line}") from exc
+    _check_tensors(model)
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1 or not model.graph.output:

@@ -51,9 +51,9 @@ def _small_cnn() -> bytes:
     return model.SerializeToString()
 
 
-def _npz(**arrays: np.ndarray) -> bytes:
+def _npz(images: np.ndarray, labels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, images=images, labels=labels)
     return buffer.getvalue()
 
 

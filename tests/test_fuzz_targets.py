@@ -21,7 +21,7 @@ pytest.importorskip("atheris", reason="atheris is in the 'dev' extra")
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
 TARGETS = ("payloads", "onnx_upload", "datasets")
 # libFuzzer options of the bounded run: inputs, seconds, and the largest input (bytes).
-BOUNDED_RUN = {"payloads": (20_000, 60, 4096), "onnx_upload": (1_500, 90, 2048), "datasets": (3_000, 60, 8192)}
+BOUNDED_RUN = {"payloads": (300_000, 60, 4096), "onnx_upload": (30_000, 60, 2048), "datasets": (300_000, 60, 8192)}
 
 
 def _target(name: str) -> ModuleType:
