@@ -124,10 +124,14 @@ def _server_pid(port: int) -> int:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    """Child processes of every thread of ``pid`` (the worker pools spawn from their own threads)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
 
 
 class MemorySampler(threading.Thread):
@@ -137,17 +141,17 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.server_peak = self.worker_peak = 0.0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             self.server_peak = max(self.server_peak, _rss_mib(self.pid))
             workers = [_rss_mib(child) for child in _children(self.pid)]
             self.worker_peak = max([self.worker_peak, *workers])
-            self._stop.wait(self.interval)
+            self._done.wait(self.interval)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
 
 
@@ -387,10 +391,13 @@ def main() -> None:
         "--rate-limit",
         args.rate_limit,
     )
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "server.log"  # kept: what the server logged while attacked
+    log.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{Path(folder) / 'hostile.db'}"
         store = Store(url)
-        with local_server(url, log=Path(folder) / "server.log", extra_args=server_args) as base:
+        with local_server(url, log=log, extra_args=server_args) as base:
             pid = _server_pid(int(base.rsplit(":", 1)[1]))
             result = asyncio.run(run(args, base, store, pid))
         store.dispose()

@@ -77,8 +77,10 @@ def _apply_limits(limits: JobLimits) -> None:
 class IsolatedRunner:
     """Runs functions in spawned worker processes under :class:`JobLimits`.
 
-    The pool starts on first use (spawning a worker imports torch: a few seconds),
-    and a worker that broke a limit (time, memory) or died is replaced before the next job.
+    Every job gets a fresh worker process: nothing one uploader's model allocated or
+    left behind (allocator arenas after a failed allocation, globals) reaches the next
+    job. The pool starts on first use and spawns the next worker as soon as a job ends,
+    so the start (importing torch: one to three seconds) overlaps the wait for the next job.
 
     Args:
         limits: What each job may use.
@@ -117,9 +119,6 @@ class IsolatedRunner:
         except FutureTimeoutError:
             raise JobLimitError(f"the {self.name} ran past its limit of {self.limits.seconds:g} s") from None
         except MemoryError as exc:
-            # What the failed job allocated may stay reserved (allocator arenas, a
-            # traceback's frames), so the next job gets a fresh process.
-            self.close()
             raise JobLimitError(
                 f"the {self.name} needed more than its memory limit of {self.limits.memory_mib} MiB ({exc})"
             ) from None
@@ -142,6 +141,7 @@ class IsolatedRunner:
             if self._pool is None:
                 self._pool = ProcessPool(
                     max_workers=self.workers,
+                    max_tasks=1,
                     initializer=_apply_limits,
                     initargs=(self.limits,),
                     context=multiprocessing.get_context("spawn"),

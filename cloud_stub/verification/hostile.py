@@ -181,7 +181,7 @@ HOSTILE_KINDS: dict[str, Callable[[Shape, int, np.random.Generator], bytes]] = {
     "slow graph": lambda s, k, rng: slow_graph(s, k, layers=int(rng.integers(3000, 4900))),
     "control flow": lambda s, k, rng: control_flow(s, k),
     "many nodes": lambda s, k, rng: many_nodes(s, k, nodes=int(rng.integers(5_001, 30_000))),
-    "static size bomb": lambda s, k, rng: static_size_bomb(s, k, planes=1 << int(rng.integers(12, 30))),
+    "static size bomb": lambda s, k, rng: static_size_bomb(s, k, planes=1 << int(rng.integers(16, 31))),
     "non-finite outputs": lambda s, k, rng: non_finite_outputs(s, k),
     "wrong class count": lambda s, k, rng: wrong_classes(s, k),
     "external data": lambda s, k, rng: external_data(s, k),
