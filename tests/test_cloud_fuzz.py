@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
@@ -76,3 +76,41 @@ def test_no_generated_request_makes_the_server_fail(server: tuple[str, str], mod
         tried.append(operation.label)
     print(f"{mode}: fuzzed {len(tried)} operations; no schema-violating request exists for {unnegatable}")
     assert len(tried) >= len(operations) - 3
+
+
+@pytest.fixture(scope="module")
+def unlimited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A server whose per-key limits never answer 429: a sequence's steps must not depend on earlier sequences."""
+    folder: Path = tmp_path_factory.mktemp("stateful")
+    url = f"sqlite:///{folder / 'stateful.db'}"
+    store = Store(url)
+    key = store.create_api_key("fuzzer")
+    store.dispose()
+    unlimited = ("--rate-limit", "", "--max-pending-per-key", "1000000", "--max-models-per-key", "1000000")
+    with local_server(url, log=folder / "server.log", extra_args=("--no-verify-uploads", *unlimited)) as base:
+        yield base, key
+
+
+def test_sequences_of_linked_calls_never_make_the_server_fail(unlimited_server: tuple[str, str]) -> None:
+    """schemathesis' stateful mode: calls chained through the links it infers (upload a model, then read it ...)."""
+    base, key = unlimited_server
+    machine = schemathesis.openapi.from_url(base + "/openapi.json").as_state_machine()
+    stateful_checks = [not_a_server_error, response_schema_conformance, content_type_conformance]
+
+    class Workflow(machine):  # type: ignore[misc,valid-type]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, object]:
+            return {"headers": {"X-API-Key": key}, "timeout": 60}
+
+        def validate_response(self, response: object, case: schemathesis.Case, **kwargs: object) -> None:
+            case.validate_response(response, checks=stateful_checks)
+
+    Workflow.run(
+        settings=settings(
+            max_examples=30,
+            stateful_step_count=6,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+            phases=[Phase.generate],  # replaying against a server whose state moved on is not meaningful
+        )
+    )

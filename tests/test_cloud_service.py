@@ -436,3 +436,11 @@ def test_an_operator_registers_its_own_data_once_and_uploads_models_for_it(cloud
     assert both.status_code == 422 and "or a registered verification dataset (dataset=...)" in both.json()["detail"]
     wrong_classes = cloud.post(f"/v1/models?dataset={dataset['id']}", linear_classifier_onnx((1, 12, 12), 3))
     assert wrong_classes.status_code == 422 and "5 classes" in wrong_classes.json()["detail"]
+
+
+def test_the_server_log_never_holds_a_key(cloud: Cloud) -> None:
+    wrong = "esk_" + "x" * 43
+    assert cloud.post("/v1/predict", b"\x00" * 16, key=wrong).status_code == 401
+    assert cloud.post("/v1/predict", b"\x00" * 16).status_code == 400
+    log = cloud.log.read_text()
+    assert cloud.key not in log and wrong not in log and "esk_" not in log
