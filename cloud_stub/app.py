@@ -19,12 +19,12 @@ import edge_sdk
 from cloud_stub.api import ROUTERS
 from cloud_stub.errors import ConflictError, ModelRejectedError, NotFoundError, StoreError
 from cloud_stub.heads import ServedHead, head_from_bytes, head_to_bytes
-from cloud_stub.isolation import JobLimitError, JobLimits
+from cloud_stub.isolation import JobLimitError, JobLimits, RunnerClosedError
 from cloud_stub.limits import BodySizeLimit
-from cloud_stub.quotas import KeyLimiter, QuotaExceededError, RateLimitedError
+from cloud_stub.quotas import KeyLimiter, QuotaExceededError, RateLimitedError, RateStorageError
 from cloud_stub.settings import ServerSettings
 from cloud_stub.store import Store
-from cloud_stub.training import BackgroundWorker
+from cloud_stub.training import BackgroundWorker, ServerBusyError
 from cloud_stub.verification.operator_data import OperatorDataError
 from cloud_stub.verification.tasks import TaskDataError
 from edge_sdk.client.payloads import PayloadFormatError
@@ -44,6 +44,9 @@ _ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (OperatorDataError, 422),
     (JobLimitError, 422),  # at upload: the model asks for more memory or time than a check may use
     (RateLimitedError, 429),
+    (ServerBusyError, 503),
+    (RunnerClosedError, 503),  # the server is stopping
+    (RateStorageError, 503),
     (StoreError, 503),
     (TaskDataError, 503),  # a built-in task's data is not installed on the server
 ]
@@ -70,7 +73,8 @@ def _served_head(store: Store, kit: Kit) -> ServedHead:
 
 async def _typed_error(_: Request, exc: Exception) -> JSONResponse:
     code = next((c for kind, c in _ERROR_STATUS if isinstance(exc, kind)), 400)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitedError) else None
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse(status_code=code, content={"detail": str(exc)}, headers=headers)
 
 

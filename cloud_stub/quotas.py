@@ -1,6 +1,6 @@
 """Per-key limits: how often a key may call, how many models it may store, how much work it may queue.
 
-One key must not keep the worker busy for everyone, nor fill the store. Request rates
+One key must not keep the worker busy for everyone, nor fill the model store. Request rates
 are counted with `limits <https://limits.readthedocs.io>`_ (moving windows): in memory
 per replica by default, or in a shared storage (``redis://HOST``) so that replicas count
 together. Stored models and queued work are counted in the store, so they hold across
@@ -14,13 +14,14 @@ import time
 from typing import TYPE_CHECKING
 
 from limits import RateLimitItem, parse_many, storage, strategies
+from limits.errors import ConfigurationError
 
 from cloud_stub.errors import CloudStubError
 
 if TYPE_CHECKING:
     from cloud_stub.store import Store
 
-__all__ = ["KeyLimiter", "QuotaExceededError", "RateLimitedError", "parse_rate"]
+__all__ = ["KeyLimiter", "QuotaExceededError", "RateLimitedError", "RateStorageError", "check_storage", "parse_rate"]
 
 PENDING_RETRY_AFTER = 30  # seconds a key over its queued work is asked to wait; a verification takes about 20 s
 
@@ -33,8 +34,30 @@ class RateLimitedError(CloudStubError):
         self.retry_after = retry_after
 
 
+class RateStorageError(CloudStubError):
+    """The storage of request counts (a shared Redis) cannot be reached; the request is not served."""
+
+
 class QuotaExceededError(CloudStubError):
     """A key stores as many models as it may; waiting does not help."""
+
+
+def check_storage(uri: str) -> None:
+    """Check that ``uri`` names a ``limits`` storage this install can use (without connecting to it).
+
+    Raises:
+        ValueError: Unknown scheme, or its client package is not installed.
+    """
+    scheme = uri.split("://", 1)[0]
+    known = sorted(name for name in storage.SCHEMES if not name.startswith("async+"))  # the limiter is synchronous
+    if scheme not in known:
+        raise ValueError(f"unknown rate-limit storage {uri!r}; known schemes: {', '.join(known)}")
+    if scheme == "memory":
+        return
+    try:
+        storage.storage_from_string(uri)  # checks the client package; clients connect on first use
+    except ConfigurationError as exc:
+        raise ValueError(f"rate-limit storage {uri!r} cannot be used here: {exc}") from exc
 
 
 def parse_rate(rate: str) -> list[RateLimitItem]:
@@ -75,7 +98,8 @@ class KeyLimiter:
         """Count one request of the key.
 
         Raises:
-            RateLimitedError: The key is over one of its rates (the request is not counted).
+            RateLimitedError: The key is over one of its rates.
+            RateStorageError: The shared storage of request counts cannot be reached.
         """
         ident = str(key_id)
         for item in self.items:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cloud_stub.quotas import parse_rate
+from cloud_stub.quotas import check_storage, parse_rate
 
 __all__ = ["ENV_PREFIX", "ServerSettings"]
 
@@ -50,11 +50,11 @@ class ServerSettings(BaseSettings):
     max_batch: int = Field(default=256, ge=1, description="Most features per request.")
     torch_threads: int = Field(default=1, ge=1, description="Threads for inference and training.")
     verify_uploads: bool = Field(default=True, description="Verify uploaded models in the background.")
-    job_memory_mib: int | None = Field(
+    job_memory_mib: int = Field(
         default=4096,
-        ge=256,
+        ge=1024,
         description="Address-space limit (RLIMIT_AS), in MiB, of each worker process that checks uploads, verifies "
-        "them and trains heads; a job over it fails with the reason (unset for no limit).",
+        "them and trains heads; a job over it fails with the reason. torch alone takes about 900.",
     )
     job_seconds: float = Field(
         default=3600.0, gt=0, description="Wall-clock limit of one verification or head-training job, in seconds."
@@ -72,7 +72,7 @@ class ServerSettings(BaseSettings):
     rate_limit_storage: str = Field(
         default="memory://",
         description="Where request counts live: memory:// (each replica counts its own) or a limits storage URI "
-        "shared by replicas (redis://HOST:6379).",
+        "shared by replicas (redis://HOST:6379, with the redis package installed).",
     )
     max_models_per_key: int = Field(default=1000, ge=1, description="Models one key may store (403 beyond).")
     max_pending_per_key: int = Field(
@@ -88,6 +88,12 @@ class ServerSettings(BaseSettings):
     @classmethod
     def _rate_in_limits_notation(cls, value: str) -> str:
         parse_rate(value)  # ValueError names what is wrong
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        check_storage(value)  # ValueError names the scheme or the missing package
         return value
 
     @field_validator("kit", mode="before")

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from cloud_stub.heads import HeadFit, ServedHead, fit_head, head_to_bytes
-from cloud_stub.isolation import IsolatedRunner, JobLimits
+from cloud_stub.errors import CloudStubError
+from cloud_stub.heads import ServedHead, fit_head, head_from_bytes, head_to_bytes
+from cloud_stub.isolation import IsolatedRunner, JobLimits, RunnerClosedError
 from cloud_stub.store import Store
 from cloud_stub.uploads import UploadTask, check_upload_job
 from edge_sdk.kit.models import Architecture
@@ -24,11 +25,22 @@ from edge_sdk.kit.models import Architecture
 if TYPE_CHECKING:
     from cloud_stub.verification.detector import DetectorConfig
 
-__all__ = ["BackgroundWorker"]
+__all__ = ["BackgroundWorker", "ServerBusyError"]
 
 JobKind = Literal["train", "verify"]
 
 _log = logging.getLogger(__name__)
+
+
+CHECK_RETRY_AFTER = 10  # seconds a refused upload is asked to wait; a check takes 1-3 s, at most --check-seconds
+
+
+class ServerBusyError(CloudStubError):
+    """Too many uploads are being checked at once; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 DEFAULT_JOB_LIMITS = JobLimits(memory_mib=4096, seconds=3600.0)
@@ -44,9 +56,13 @@ def verify_job(
     return verify_onnx(data, task=task.resolve(), budget=budget, config=config, threads=threads)
 
 
-def train_job(features: np.ndarray, labels: np.ndarray, arch: Architecture, params: dict[str, Any]) -> HeadFit:
-    """Train a head on a stored dataset; what the worker runs in its worker process."""
-    return fit_head(
+def train_job(features: np.ndarray, labels: np.ndarray, arch: Architecture, params: dict[str, Any]) -> dict[str, Any]:
+    """Train a head on a stored dataset; what the worker runs in its worker process.
+
+    Returns plain data (the head's state as bytes, its figures): a module or tensor
+    would come back through the worker process, which ends with the job.
+    """
+    fit = fit_head(
         features,
         labels,
         arch=arch,
@@ -54,6 +70,12 @@ def train_job(features: np.ndarray, labels: np.ndarray, arch: Architecture, para
         seed=params["seed"],
         validation_fraction=params["validation_fraction"],
     )
+    return {
+        "head": head_to_bytes(fit.head),
+        "val_accuracy": fit.val_accuracy,
+        "train_samples": fit.train_samples,
+        "val_samples": fit.val_samples,
+    }
 
 
 class BackgroundWorker:
@@ -75,6 +97,9 @@ class BackgroundWorker:
         verify_config: Detector settings for every verification instead of the budget's.
         job_limits: Limits of each verification and training job.
         check_limits: Limits of each upload check.
+        checks_waiting: Upload checks and dataset readings that may run or wait at once;
+            more get :class:`ServerBusyError` at once rather than holding a request
+            thread for minutes.
     """
 
     def __init__(
@@ -88,6 +113,7 @@ class BackgroundWorker:
         verify_config: DetectorConfig | None = None,
         job_limits: JobLimits = DEFAULT_JOB_LIMITS,
         check_limits: JobLimits = DEFAULT_CHECK_LIMITS,
+        checks_waiting: int = 4,
     ) -> None:
         self.store = store
         self.verify_uploads = verify_uploads
@@ -99,6 +125,8 @@ class BackgroundWorker:
         self.checks = IsolatedRunner(limits=check_limits, name="upload check")
         self._queue: queue.Queue[tuple[JobKind, int] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self.checks_waiting = checks_waiting
+        self._check_slots = threading.BoundedSemaphore(checks_waiting)
 
     def start(self) -> None:
         """Start the worker and queue the jobs a previous run left unfinished."""
@@ -124,8 +152,9 @@ class BackgroundWorker:
         Raises:
             ModelRejectedError: As the check.
             JobLimitError: The check broke its limits (the model asks for too much).
+            ServerBusyError: ``checks_waiting`` checks are running or waiting already.
         """
-        return self.checks.run(check_upload_job, data, task, 1)
+        return self._checked(check_upload_job, data, task, 1)
 
     def describe_dataset(self, data: bytes, name: str) -> dict[str, Any]:
         """Read an uploaded verification dataset in the check process and describe its task.
@@ -133,13 +162,30 @@ class BackgroundWorker:
         Raises:
             OperatorDataError: Not a dataset the verifier can use (the reason says why).
             JobLimitError: Reading it broke the check's limits.
+            ServerBusyError: ``checks_waiting`` checks are running or waiting already.
         """
         from cloud_stub.verification.operator_data import dataset_summary_job
 
-        return self.checks.run(dataset_summary_job, data, name)
+        return self._checked(dataset_summary_job, data, name)
+
+    def _checked(self, function: Any, *args: Any) -> Any:
+        if not self._check_slots.acquire(blocking=False):
+            raise ServerBusyError(
+                f"{self.checks_waiting} uploads are being checked; retry after {CHECK_RETRY_AFTER} s",
+                retry_after=CHECK_RETRY_AFTER,
+            )
+        try:
+            return self.checks.run(function, *args)
+        finally:
+            self._check_slots.release()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish the running job (if any), stop, and end the worker processes."""
+        """Let the queued jobs run for up to ``timeout`` s, then end the worker processes.
+
+        A job still running then is ended and stays recorded as running (``verifying``
+        for a model), and jobs not started stay queued: the next start resumes them,
+        within their bounded attempts.
+        """
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout)
@@ -148,7 +194,7 @@ class BackgroundWorker:
         self.jobs.close()
 
     def _loop(self) -> None:
-        while (item := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None and not self.jobs.closed:
             kind, ident = item
             if kind == "train":
                 self._train(ident)
@@ -164,6 +210,8 @@ class BackgroundWorker:
             data = self.store.model_onnx(model_id)
             threads = self.jobs.limits.threads
             report = self.jobs.run(verify_job, data, task, self.verify_budget, self.verify_config, threads)
+        except RunnerClosedError:
+            return  # the server is stopping: the model stays 'verifying' and is verified at the next start
         except Exception as exc:  # recorded on the model, never kills the worker
             _log.exception("verification of model %s failed", model_id)
             self.store.set_model_report(model_id, status="failed", report={"error": f"{type(exc).__name__}: {exc}"})
@@ -179,15 +227,17 @@ class BackgroundWorker:
             features, labels = self.store.load_dataset(job.dataset)
             fit = self.jobs.run(train_job, features, labels, self.arch, params)
             head_id = self.store.add_head(
-                head_to_bytes(fit.head),
+                fit["head"],
                 source="trained",
                 dataset=job.dataset,
-                val_accuracy=fit.val_accuracy,
-                train_samples=fit.train_samples,
-                val_samples=fit.val_samples,
+                val_accuracy=fit["val_accuracy"],
+                train_samples=fit["train_samples"],
+                val_samples=fit["val_samples"],
                 job_id=job_id,
                 activate=params["activate"],
             )
+        except RunnerClosedError:
+            return  # the server is stopping: the job stays running and is resumed at the next start
         except Exception as exc:  # a failed job is recorded, never kills the worker
             _log.exception("training job %s failed", job_id)
             self.store.update_job(
@@ -195,7 +245,7 @@ class BackgroundWorker:
             )
             return
         if params["activate"]:
-            self.served.swap(fit.head, head_id)
+            self.served.swap(head_from_bytes(fit["head"], self.arch), head_id)
         self.store.update_job(
-            job_id, status="succeeded", head_id=head_id, val_accuracy=fit.val_accuracy, finished_at=time.time()
+            job_id, status="succeeded", head_id=head_id, val_accuracy=fit["val_accuracy"], finished_at=time.time()
         )

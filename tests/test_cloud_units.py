@@ -491,7 +491,7 @@ def test_a_key_at_its_model_quota_gets_403_and_one_with_work_waiting_429(tmp_pat
     key_id = store.check_api_key(key)
     assert key_id is not None
     model = linear_classifier_onnx((1, 28, 28), 10)
-    store.add_model(model, name="m.onnx", task="fashion-mnist", summary={}, api_key_id=key_id, idempotency_key=None)
+    store.add_model(model, name="m.onnx", task="fashion-mnist", summary={}, api_key_id=key_id, idempotency_key="first")
     store.add_samples("d", *_separable(40), api_key_id=key_id, idempotency_key=None)
     waiting = store.create_job(
         "d", {"epochs": 1, "seed": 0, "validation_fraction": 0.2, "activate": False}, api_key_id=key_id
@@ -502,13 +502,17 @@ def test_a_key_at_its_model_quota_gets_403_and_one_with_work_waiting_429(tmp_pat
         headers = {"X-API-Key": key}
         async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as client:
             upload = await client.post("/v1/models?task=fashion-mnist", content=model, headers=headers)
+            retry = await client.post(
+                "/v1/models?task=fashion-mnist", content=model, headers={**headers, "Idempotency-Key": "first"}
+            )
             train = await client.post("/v1/heads", json={"dataset": "d", "epochs": 1}, headers=headers)
             store.update_job(waiting, status="succeeded")
             again = await client.post("/v1/heads", json={"dataset": "d", "epochs": 1}, headers=headers)
-            return [upload, train, again]
+            return [upload, retry, train, again]
 
-    upload, train, again = asyncio.run(calls())
+    upload, retry, train, again = asyncio.run(calls())
     assert upload.status_code == 403 and "stores 1 models, its quota" in upload.text
+    assert retry.status_code == 201 and retry.json()["replayed"]  # a retry of a stored upload is not refused
     assert train.status_code == 429 and train.headers["Retry-After"] == "30"
     assert again.status_code == 202 and store.job(again.json()["id"]).api_key_id == key_id
     assert store.count_rows("uploaded_models") == 1
@@ -538,7 +542,26 @@ def test_client_waits_as_long_as_retry_after_asks_and_refuses_waits_over_its_lim
     assert len(calls) == 1 and waits == [7.0]
 
 
-def test_rates_are_read_in_the_limits_notation() -> None:
+def test_rates_and_their_storage_are_checked_when_the_settings_are_read() -> None:
     assert ServerSettings(rate_limit="").rate_limit == ""
     with pytest.raises(ValueError, match="rate_limit"):
         ServerSettings(rate_limit="lots")
+    with pytest.raises(ValueError, match="unknown rate-limit storage 'memroy://'"):
+        ServerSettings(rate_limit_storage="memroy://")
+    with pytest.raises(ValueError, match="greater than or equal to 1024"):
+        ServerSettings(job_memory_mib=512)
+
+
+def test_uploads_over_the_checks_in_flight_are_answered_busy_at_once(tmp_path: Path) -> None:
+    from cloud_stub.training import ServerBusyError
+    from cloud_stub.uploads import UploadTask
+
+    worker = BackgroundWorker(Store(f"sqlite:///{tmp_path / 'b.db'}"), arch=TINY, served=ServedHead(), checks_waiting=1)
+    assert worker._check_slots.acquire(blocking=False)  # one check running
+    started = time.perf_counter()
+    with pytest.raises(ServerBusyError, match="1 uploads are being checked; retry after 10 s") as busy:
+        worker.check_upload(linear_classifier_onnx((1, 64, 64), 3), UploadTask("orl-pose"))
+    assert busy.value.retry_after == 10 and time.perf_counter() - started < 1
+    worker._check_slots.release()
+    assert worker.check_upload(linear_classifier_onnx((1, 64, 64), 3), UploadTask("orl-pose"))["operators"]
+    worker.stop()

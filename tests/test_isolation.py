@@ -11,7 +11,7 @@ import torch
 
 from cloud_helpers import linear_classifier_onnx
 from cloud_stub.errors import ModelRejectedError
-from cloud_stub.isolation import IsolatedRunner, JobLimitError, JobLimits
+from cloud_stub.isolation import IsolatedRunner, JobLimitError, JobLimits, RunnerClosedError
 from cloud_stub.uploads import UploadTask, check_upload_job
 
 
@@ -78,3 +78,18 @@ def test_an_error_the_upload_check_did_not_foresee_refuses_the_model(monkeypatch
 def test_every_job_gets_a_fresh_worker_process(runner: IsolatedRunner) -> None:
     first, second = runner.run(os.getpid), runner.run(os.getpid)
     assert first != second
+
+
+def test_a_result_that_cannot_come_back_is_an_error_and_the_next_job_runs(runner: IsolatedRunner) -> None:
+    # torch shares a tensor's storage through the worker process, which is gone once the job ends
+    with pytest.raises(JobLimitError, match="worker process failed"):
+        runner.run(torch.zeros, 3)
+    assert runner.run(abs, -1) == 1
+
+
+def test_a_closed_runner_refuses_jobs() -> None:
+    closed = IsolatedRunner(limits=JobLimits(memory_mib=None, seconds=5), name="late job")
+    closed.close()
+    assert closed.closed
+    with pytest.raises(RunnerClosedError, match="shutting down"):
+        closed.run(abs, -1)

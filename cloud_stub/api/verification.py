@@ -73,10 +73,14 @@ def upload_model(
     if dataset is not None:
         store.verification_dataset(dataset, api_key_id=key_id)  # a key verifies on the datasets it registered
     task_name = task if task is not None else f"{DATASET_TASK_PREFIX}{dataset}"
+    stored = store.replayed_model(body, task=task_name, api_key_id=key_id, idempotency_key=idempotency_key)
+    if stored is not None:  # a retry of an upload that was stored: no check, no quota
+        return ModelOut(**asdict(store.model(stored)), replayed=True)
     limiter.check_upload(key_id, store, verified=worker.verify_uploads)
     started = time.perf_counter()
     summary = worker.check_upload(body, UploadTask.from_store(task_name, store))
     summary["check_seconds"] = round(time.perf_counter() - started, 4)
+    limiter.check_upload(key_id, store, verified=worker.verify_uploads)  # again: others may have stored meanwhile
     model_id, replayed = store.add_model(
         body, name=name, task=task_name, summary=summary, api_key_id=key_id, idempotency_key=idempotency_key
     )

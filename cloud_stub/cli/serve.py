@@ -30,7 +30,7 @@ def serve(
     torch_threads: Annotated[int | None, _option("torch_threads", min=1)] = None,
     verify_uploads: Annotated[bool | None, _option("verify_uploads")] = None,
     verify_budget: Annotated[str | None, _option("verify_budget")] = None,
-    job_memory_mib: Annotated[int | None, _option("job_memory_mib", min=256)] = None,
+    job_memory_mib: Annotated[int | None, _option("job_memory_mib", min=1024)] = None,
     job_seconds: Annotated[float | None, _option("job_seconds", min=0.001)] = None,
     check_seconds: Annotated[float | None, _option("check_seconds", min=0.001)] = None,
     rate_limit: Annotated[str | None, _option("rate_limit")] = None,

@@ -58,20 +58,33 @@ class ModelStore(StorePart):
                 ).scalar_one()
             return int(model_id), False
         except IntegrityError:
-            with self.engine.connect() as conn:
-                first = conn.execute(
-                    select(uploaded_models.c.id, uploaded_models.c.sha256, uploaded_models.c.task).where(
-                        uploaded_models.c.api_key_id == api_key_id,
-                        uploaded_models.c.idempotency_key == idempotency_key,
-                    )
-                ).first()
+            first = self.replayed_model(onnx_bytes, task=task, api_key_id=api_key_id, idempotency_key=idempotency_key)
             if first is None:  # pragma: no cover - the integrity error came from elsewhere
                 raise
-            if first.sha256 != digest or first.task != task:
-                raise ConflictError(
-                    f"Idempotency-Key {idempotency_key!r} was already used for a different model"
-                ) from None
-            return int(first.id), True
+            return first, True
+
+    def replayed_model(
+        self, onnx_bytes: bytes, *, task: str, api_key_id: int, idempotency_key: str | None
+    ) -> int | None:
+        """The id of the model this key already stored under this idempotency key, if any.
+
+        Raises:
+            ConflictError: The idempotency key was used before for another model or task.
+        """
+        if idempotency_key is None:
+            return None
+        with self.engine.connect() as conn:
+            first = conn.execute(
+                select(uploaded_models.c.id, uploaded_models.c.sha256, uploaded_models.c.task).where(
+                    uploaded_models.c.api_key_id == api_key_id,
+                    uploaded_models.c.idempotency_key == idempotency_key,
+                )
+            ).first()
+        if first is None:
+            return None
+        if first.sha256 != hashlib.sha256(onnx_bytes).hexdigest() or first.task != task:
+            raise ConflictError(f"Idempotency-Key {idempotency_key!r} was already used for a different model")
+        return int(first.id)
 
     def model(self, model_id: int) -> ModelRow:
         """An uploaded model's record (without the ONNX bytes).

@@ -50,7 +50,7 @@ class Prediction:
 def _retry_after(response: httpx.Response) -> float | None:
     """Seconds a ``Retry-After`` header asks to wait (RFC 9110: seconds or an HTTP date); ``None`` without one."""
     value = response.headers.get("Retry-After", "").strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -58,6 +58,7 @@ def encode_tensors(tensors: dict[str, np.ndarray]) -> bytes:
     return save_safetensors({name: np.ascontiguousarray(array) for name, array in tensors.items()})
 
 
+_MAX_DIMENSIONS = 64  # numpy's own limit (NPY_MAXDIMS)
 _NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floating point
 # What numpy's header parser (literal_eval over tokenize) and a damaged zip member raise.
 _NPY_HEADER_ERRORS = (
@@ -98,8 +99,10 @@ def read_npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
             f".npy dtype {dtype.descr if dtype.fields else dtype.str!r} is refused (an object array would need "
             "unpickling, a structured, string or time one is not a tensor): send a plain numeric array"
         )
-    if any(n < 0 for n in shape):
-        raise PayloadFormatError(f".npy header declares a negative dimension: shape {tuple(shape)}")
+    if any(n < 0 for n in shape) or len(shape) > _MAX_DIMENSIONS:
+        raise PayloadFormatError(
+            f".npy header declares shape {tuple(shape)}: dimensions must be non-negative, at most {_MAX_DIMENSIONS}"
+        )
     return tuple(int(n) for n in shape), bool(fortran_order), dtype
 
 
@@ -122,8 +125,11 @@ def decode_npy(body: bytes) -> np.ndarray:
         raise PayloadFormatError(
             f".npy header declares shape {shape} of {dtype.str} ({declared} bytes) but {present} bytes follow it"
         )
-    flat = np.frombuffer(body, dtype=dtype, count=count, offset=stream.tell())
-    array = flat.reshape(shape, order="F" if fortran_order else "C")
+    try:
+        flat = np.frombuffer(body, dtype=dtype, count=count, offset=stream.tell())
+        array = flat.reshape(shape, order="F" if fortran_order else "C")
+    except ValueError as exc:  # a dimension numpy cannot index (over 2**63), even with no data
+        raise PayloadFormatError(f".npy header declares shape {shape}, which numpy cannot hold: {exc}") from exc
     return np.array(array, dtype=dtype.newbyteorder("="), order="C")  # a writable copy, native byte order
 
 
