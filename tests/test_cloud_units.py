@@ -565,3 +565,22 @@ def test_uploads_over_the_checks_in_flight_are_answered_busy_at_once(tmp_path: P
     worker._check_slots.release()
     assert worker.check_upload(linear_classifier_onnx((1, 64, 64), 3), UploadTask("orl-pose"))["operators"]
     worker.stop()
+
+
+def test_safetensors_offsets_are_checked_against_the_body_before_anything_is_allocated() -> None:
+    def body(header: dict[str, object], data: bytes) -> bytes:
+        text = json.dumps(header).encode()
+        return struct.pack("<Q", len(text)) + text + data
+
+    cases = {
+        "4 TiB declared": {"features": {"dtype": "F32", "shape": [1 << 20, 1 << 20], "data_offsets": [0, 4 << 40]}},
+        "offsets past the body": {"features": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}},
+        "shape and offsets disagree": {"features": {"dtype": "F32", "shape": [1, 2], "data_offsets": [0, 4]}},
+        "overlapping tensors": {
+            "features": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+            "labels": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]},
+        },
+    }
+    for header in cases.values():
+        with pytest.raises(PayloadFormatError, match="malformed safetensors payload"):
+            decode_tensors(body(header, bytes(8)))
