@@ -142,7 +142,7 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
         uploads = ("/v1/models", "/v1/verification-datasets")
         return settings.max_model_bytes if path.startswith(uploads) else settings.max_request_bytes
 
-    app.add_middleware(BodySizeLimit, limit_for=body_limit)
+    app.add_middleware(BodySizeLimit, limit_for=body_limit, max_inflight_bytes=settings.max_inflight_bytes)
     app.add_exception_handler(EdgeSDKError, _typed_error)
     app.add_exception_handler(OperationalError, _database_error)
     for router in ROUTERS:

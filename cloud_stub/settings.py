@@ -47,6 +47,12 @@ class ServerSettings(BaseSettings):
     )
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description="Largest feature payload in bytes.")
     max_model_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest uploaded model in bytes.")
+    max_inflight_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1,
+        description="Request bytes all requests together may hold while they are received and answered; a request "
+        "that would pass it gets 503 with Retry-After.",
+    )
     max_batch: int = Field(default=256, ge=1, description="Most features per request.")
     torch_threads: int = Field(default=1, ge=1, description="Threads for inference and training.")
     verify_uploads: bool = Field(default=True, description="Verify uploaded models in the background.")

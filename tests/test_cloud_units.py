@@ -584,3 +584,43 @@ def test_safetensors_offsets_are_checked_against_the_body_before_anything_is_all
     for header in cases.values():
         with pytest.raises(PayloadFormatError, match="malformed safetensors payload"):
             decode_tensors(body(header, bytes(8)))
+
+
+def test_bodies_in_flight_share_one_budget_and_requests_over_it_get_503() -> None:
+    import asyncio
+
+    from cloud_stub.limits import BodySizeLimit
+
+    release = asyncio.Event()
+
+    async def inner(scope: dict[str, object], receive: object, send: object) -> None:
+        body = b""
+        while True:
+            message = await receive()  # type: ignore[operator]
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await release.wait()  # holds its body, as a handler does while it works
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": str(len(body)).encode()})  # type: ignore[operator]
+
+    limited = BodySizeLimit(inner, limit_for=lambda path: 100, max_inflight_bytes=150)
+
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=limited)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as client:
+            first = asyncio.create_task(client.post("/v1/models", content=bytes(100)))
+            await asyncio.sleep(0.05)
+            second = await client.post("/v1/models", content=bytes(100))  # 200 bytes in flight: over the budget
+            small = asyncio.create_task(client.post("/v1/models", content=bytes(40)))  # 140: within it
+            await asyncio.sleep(0.05)
+            release.set()
+            responses = [await first, second, await small]
+            responses.append(await client.post("/v1/models", content=bytes(100)))  # all released
+            return responses
+
+    first, second, small, later = asyncio.run(run())
+    assert (first.status_code, first.text) == (200, "100")
+    assert second.status_code == 503 and second.headers["Retry-After"] == "1"
+    assert "receiving too much at once" in second.json()["detail"]
+    assert (small.status_code, later.status_code) == (200, 200) and limited.inflight == 0
