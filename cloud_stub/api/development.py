@@ -85,8 +85,9 @@ def train_head(key_id: KeyId, request: TrainRequest, store: StoreDep, worker: Wo
     store.dataset_summary(request.dataset)  # 404 now rather than a failed job later
     limiter.check_job(key_id, store, verified=worker.verify_uploads)
     job_id = store.create_job(request.dataset, request.model_dump(exclude={"dataset"}), api_key_id=key_id)
+    queued = JobOut.model_validate(store.job(job_id), from_attributes=True)  # as created, before a worker claims it
     worker.submit(job_id)
-    return JobOut.model_validate(store.job(job_id), from_attributes=True)
+    return queued
 
 
 @router.get("/v1/heads")
