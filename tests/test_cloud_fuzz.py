@@ -38,15 +38,20 @@ CHECKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    folder: Path = tmp_path_factory.mktemp("fuzz")
-    url = f"sqlite:///{folder / 'fuzz.db'}"
+def _serve(tmp_path_factory: pytest.TempPathFactory, name: str, *flags: str) -> Iterator[tuple[str, str]]:
+    """A server on a fresh SQLite file with one key: ``(base URL, key)``."""
+    folder: Path = tmp_path_factory.mktemp(name)
+    url = f"sqlite:///{folder / f'{name}.db'}"
     store = Store(url)
     key = store.create_api_key("fuzzer")
     store.dispose()
-    with local_server(url, log=folder / "server.log", extra_args=("--no-verify-uploads",)) as base:
+    with local_server(url, log=folder / "server.log", extra_args=("--no-verify-uploads", *flags)) as base:
         yield base, key
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    yield from _serve(tmp_path_factory, "fuzz")
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
@@ -81,14 +86,8 @@ def test_no_generated_request_makes_the_server_fail(server: tuple[str, str], mod
 @pytest.fixture(scope="module")
 def unlimited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A server whose per-key limits never answer 429: a sequence's steps must not depend on earlier sequences."""
-    folder: Path = tmp_path_factory.mktemp("stateful")
-    url = f"sqlite:///{folder / 'stateful.db'}"
-    store = Store(url)
-    key = store.create_api_key("fuzzer")
-    store.dispose()
     unlimited = ("--rate-limit", "", "--max-pending-per-key", "1000000", "--max-models-per-key", "1000000")
-    with local_server(url, log=folder / "server.log", extra_args=("--no-verify-uploads", *unlimited)) as base:
-        yield base, key
+    yield from _serve(tmp_path_factory, "stateful", *unlimited)
 
 
 def test_sequences_of_linked_calls_never_make_the_server_fail(unlimited_server: tuple[str, str]) -> None:

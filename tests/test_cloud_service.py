@@ -20,10 +20,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cloud_helpers import linear_classifier_onnx, memory_bomb_onnx
+from cloud_helpers import linear_classifier_onnx
 from cloud_stub import Store
 from cloud_stub.heads import fit_head
 from cloud_stub.local import local_server
+from cloud_stub.verification.hostile import memory_bomb
 from edge_sdk.cli import app
 from edge_sdk.client import CloudClient, encode_tensors
 from edge_sdk.crafting.crafter import CrafterConfig, craft
@@ -303,7 +304,7 @@ def test_model_upload_is_stored_unverified_and_hostile_files_are_refused(cloud: 
 
 def test_a_model_that_needs_more_memory_than_a_check_may_use_is_refused_and_the_server_goes_on(cloud: Cloud) -> None:
     # 8 live tensors of 64 x 448 x 64 x 64 float32 (470 MB each, under the static cap): 3.8 GB in all
-    bomb = memory_bomb_onnx((1, 64, 64), 3, channels=448, copies=8)
+    bomb = memory_bomb((1, 64, 64), 3, channels=448, copies=8)
     before = cloud.counts()
     with cloud.client() as client:
         with pytest.raises(CloudRequestError) as refused:

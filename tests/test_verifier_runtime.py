@@ -22,6 +22,7 @@ from cloud_stub.cli.root import app as cloud_app
 from cloud_stub.errors import ModelRejectedError
 from cloud_stub.uploads import check_onnx_model
 from cloud_stub.verification.detector import DetectorConfig, fresh_copy, train_through_accuracy
+from cloud_stub.verification.hostile import control_flow
 from cloud_stub.verification.operator_data import OperatorDataError, load_operator_task
 from cloud_stub.verification.runtime import ModelConventions, OnnxClassifier, inspect_classifier, trainable_copy
 from cloud_stub.verification.tasks import ModelTask, TaskData
@@ -381,26 +382,7 @@ def test_hostile_graphs_are_refused_before_anything_runs() -> None:
     )
     with pytest.raises(ModelRejectedError, match="would hold"):
         check_onnx_model(bomb, task=TASK)
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["v"], ["v_out"]), helper.make_node("Identity", ["cond"], ["cond_out"])],
-        "body",
-        [
-            helper.make_tensor_value_info("i", TensorProto.INT64, []),
-            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("v", TensorProto.FLOAT, None),
-        ],
-        [
-            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None),
-        ],
-    )
-    loop = helper.make_node("Loop", ["", "", "flat"], ["y"], body=body)
-    endless = _graph(
-        [helper.make_node("Reshape", ["x", "shape"], ["flat"]), loop],
-        ["n", 1, 16, 16],
-        4,
-        shape=np.array([-1, 4], np.int64),
-    )
+    endless = control_flow((1, 16, 16), 4)  # a Loop that never ends
     with pytest.raises(ModelRejectedError, match="control flow"):
         check_onnx_model(endless, task=TASK)
     chain = [helper.make_node("Identity", ["x" if i == 0 else f"t{i - 1}"], [f"t{i}"]) for i in range(5001)]
