@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,20 @@ import numpy as np
 
 from edge_sdk.errors import FeatureFileError, OutputWriteError
 
-__all__ = ["FeatureFile", "atomic_write", "read_features", "write_features", "write_json"]
+__all__ = [
+    "SHARD_MANIFEST",
+    "FeatureFile",
+    "atomic_write",
+    "iter_feature_shards",
+    "read_features",
+    "write_features",
+    "write_json",
+    "write_shard_manifest",
+]
+
+SHARD_MANIFEST = "manifest.json"
+"""The file that makes a folder of feature shards complete, written last."""
+_SHARDS_FORMAT = "edge-sdk-feature-shards/1"
 
 
 def _umask() -> int:
@@ -117,12 +130,26 @@ def write_features(
 
 
 def read_features(path: str | Path) -> FeatureFile:
-    """Read a feature file written by :func:`write_features`.
+    """Read a feature file written by :func:`write_features`, or a folder of shards with its manifest.
+
+    A folder (``edge-sdk craft --ray``) is read whole, its shards concatenated in the
+    manifest's order; :func:`iter_feature_shards` reads one shard at a time instead.
 
     Raises:
-        FeatureFileError: Missing, truncated, or without the expected arrays.
+        FeatureFileError: Missing, truncated, or without the expected arrays; a folder
+            without its manifest (an unfinished job) or whose shards disagree with it.
     """
     path = Path(path)
+    if path.is_dir():
+        shards = list(iter_feature_shards(path))
+        if not shards:
+            raise FeatureFileError(f"{path}: the manifest lists no face")
+        return FeatureFile(
+            features=np.concatenate([s.features for s in shards]),
+            files=[f for s in shards for f in s.files],
+            config=shards[0].config,
+            faces=[i for s in shards for i in s.faces],
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = {"features", "files", "config"} - set(data.files)
@@ -137,3 +164,63 @@ def read_features(path: str | Path) -> FeatureFile:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise FeatureFileError(f"{path}: not a readable feature file ({exc})") from exc
+
+
+def write_shard_manifest(folder: str | Path, shards: Sequence[Path], *, skipped: list[dict[str, str]]) -> Path:
+    """Write ``folder/manifest.json`` listing ``shards`` (feature files in ``folder``), atomically.
+
+    The manifest gives the format, each shard's name, rows and bytes, the total rows,
+    the settings (the first shard's ``config``) and the skipped files; a reader takes a
+    folder without it for unfinished work.
+
+    Raises:
+        FeatureFileError: A shard cannot be read.
+        OutputWriteError: The manifest could not be written.
+    """
+    folder = Path(folder)
+    entries: list[dict[str, Any]] = []
+    config: dict[str, Any] = {}
+    for shard in shards:
+        try:
+            with np.load(shard, allow_pickle=False) as data:  # names and settings only, not the features
+                rows = len(data["files"])
+                config = config or json.loads(str(data["config"]))
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            raise FeatureFileError(f"{shard}: not a readable feature file ({exc})") from exc
+        entries.append({"path": shard.name, "rows": rows, "bytes": shard.stat().st_size})
+    manifest = {
+        "format": _SHARDS_FORMAT,
+        "rows": sum(e["rows"] for e in entries),
+        "shards": entries,
+        "config": config,
+        "skipped": skipped,
+    }
+    return write_json(folder / SHARD_MANIFEST, manifest)
+
+
+def iter_feature_shards(folder: str | Path) -> Iterator[FeatureFile]:
+    """The shards of a folder written with :func:`write_shard_manifest`, in order, one at a time.
+
+    Shards without a row are left out.
+
+    Raises:
+        FeatureFileError: No manifest (unfinished work), another format, or a shard
+            missing or of other rows than the manifest says.
+    """
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / SHARD_MANIFEST).read_text())
+    except FileNotFoundError as exc:
+        raise FeatureFileError(f"{folder}: no {SHARD_MANIFEST}; an unfinished job? rerun the same command") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FeatureFileError(f"{folder / SHARD_MANIFEST}: unreadable ({exc})") from exc
+    if manifest.get("format") != _SHARDS_FORMAT:
+        raise FeatureFileError(f"{folder / SHARD_MANIFEST}: not a feature-shard manifest ({manifest.get('format')!r})")
+    for entry in manifest["shards"]:
+        shard = read_features(folder / Path(entry["path"]).name)
+        if len(shard.files) != entry["rows"]:
+            raise FeatureFileError(
+                f"{folder / entry['path']}: {len(shard.files)} rows, the manifest says {entry['rows']}"
+            )
+        if shard.files:
+            yield shard

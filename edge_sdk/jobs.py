@@ -24,7 +24,16 @@ from edge_sdk.data.images import FacePolicy, ImageSpec
 from edge_sdk.errors import EdgeSDKError, EmptyInputError
 from edge_sdk.fileio import read_features, write_features, write_json
 
-__all__ = ["BatchTransform", "FolderJobResult", "ResumeMismatchError", "run_folder_job"]
+__all__ = [
+    "BatchTransform",
+    "FolderJobResult",
+    "ResumeMismatchError",
+    "batch_done",
+    "batch_path",
+    "open_parts",
+    "run_folder_job",
+    "write_batch",
+]
 
 BatchTransform = Callable[[FolderImages], tuple[np.ndarray, dict[str, Any]]]
 
@@ -86,23 +95,17 @@ def run_folder_job(
     files = list_images(folder)
     config = {**config, "faces": asdict(policy)}
     parts = out.with_name(out.name + ".parts")
-    _open_parts(
-        parts,
-        fingerprint=_fingerprint(files, batch_size, config),
-        restart=restart,
-        files=len(files),
-        batch_size=batch_size,
-    )
+    open_parts(parts, files=files, batch_size=batch_size, config=config, restart=restart)
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     start = time.perf_counter()
     resumed = 0
     with tqdm(total=len(files), desc=desc, unit="img", disable=not progress) as bar:
         for index, names in enumerate(batches):
-            if _batch_done(parts, index):
+            if batch_done(parts, index):
                 resumed += 1
             else:
                 batch = next(iter_folder_batches(folder, spec, batch_size=len(names), files=names, policy=policy))
-                _write_batch(parts, index, batch, transform, config)
+                write_batch(parts, index, batch, transform, config)
             bar.update(len(names))
     result = _assemble(parts, len(batches), out, config)
     if not result.files:
@@ -130,13 +133,18 @@ def run_folder_job(
     )
 
 
-def _open_parts(parts: Path, *, fingerprint: str, restart: bool, files: int, batch_size: int) -> None:
-    """Start ``parts/`` for this job, or check that the unfinished work there is this job's."""
+def open_parts(parts: Path, *, files: list[str], batch_size: int, config: dict[str, Any], restart: bool) -> None:
+    """Start the batch folder ``parts`` for this job, or check that the unfinished work there is this job's.
+
+    Raises:
+        ResumeMismatchError: ``parts`` holds batches of other files, batch size or settings.
+    """
+    fingerprint = _fingerprint(files, batch_size, config)
     state_path = parts / "state.json"
     if restart and parts.exists():
         shutil.rmtree(parts)
-    if not parts.exists():
-        write_json(state_path, {"fingerprint": fingerprint, "files": files, "batch_size": batch_size})
+    if not parts.exists() or not any(parts.iterdir()):
+        write_json(state_path, {"fingerprint": fingerprint, "files": len(files), "batch_size": batch_size})
         return
     try:
         state = json.loads(state_path.read_text())
@@ -149,21 +157,31 @@ def _open_parts(parts: Path, *, fingerprint: str, restart: bool, files: int, bat
         )
 
 
-def _batch_done(parts: Path, index: int) -> bool:
-    return (parts / f"batch_{index:05d}.npz").exists() and (parts / f"batch_{index:05d}.json").exists()
+def batch_path(parts: Path, index: int, suffix: str = ".npz") -> Path:
+    """Where batch ``index`` of a job is kept: its features (``.npz``) or its record (``.json``)."""
+    return parts / f"batch_{index:05d}{suffix}"
 
 
-def _write_batch(
-    parts: Path, index: int, batch: FolderImages, transform: BatchTransform, config: dict[str, Any]
+def batch_done(parts: Path, index: int) -> bool:
+    """Whether batch ``index`` is finished (a batch counts as done once its ``.npz`` exists)."""
+    return batch_path(parts, index).is_file() and batch_path(parts, index, ".json").is_file()
+
+
+def write_batch(
+    parts: Path,
+    index: int,
+    batch: FolderImages,
+    transform: BatchTransform,
+    config: dict[str, Any],
+    *,
+    record: dict[str, Any] | None = None,
 ) -> None:
-    """Transform one decoded batch and write it; it counts as done once its ``.npz`` exists."""
+    """Transform one decoded batch and write its features and record (diagnostics, skipped files, ``record``)."""
     features, diagnostics = transform(batch) if batch.files else (np.empty((0, 0), np.float32), {})
     skipped = [{"file": s.file, "reason": s.reason} for s in batch.skipped]
-    # Diagnostics first, features last: a batch counts as done once its .npz exists.
-    write_json(parts / f"batch_{index:05d}.json", {"diagnostics": diagnostics, "skipped": skipped})
-    write_features(
-        parts / f"batch_{index:05d}.npz", features=features, files=batch.files, faces=batch.faces, config=config
-    )
+    # Record first, features last: a batch counts as done once its .npz exists.
+    write_json(batch_path(parts, index, ".json"), {"diagnostics": diagnostics, "skipped": skipped, **(record or {})})
+    write_features(batch_path(parts, index), features=features, files=batch.files, faces=batch.faces, config=config)
 
 
 @dataclass
@@ -177,10 +195,10 @@ def _assemble(parts: Path, batches: int, out: Path, config: dict[str, Any]) -> _
     """Join the finished batches into ``out`` (written only if some face was read)."""
     chunks, files, faces, skipped, per_batch = [], [], [], [], []
     for index in range(batches):
-        record = json.loads((parts / f"batch_{index:05d}.json").read_text())
+        record = json.loads(batch_path(parts, index, ".json").read_text())
         skipped.extend(record["skipped"])
         per_batch.append(record["diagnostics"])
-        written = read_features(parts / f"batch_{index:05d}.npz")
+        written = read_features(batch_path(parts, index))
         if written.files:
             chunks.append(written.features)
             files.extend(written.files)

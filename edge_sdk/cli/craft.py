@@ -30,12 +30,22 @@ from edge_sdk.crafting.cache import RepeatCache
 from edge_sdk.crafting.crafter import Crafter
 from edge_sdk.data.folder import FolderImages, list_images, read_labels_csv
 from edge_sdk.data.images import FacePolicy
+from edge_sdk.distributed import craft_folder_on_ray
 from edge_sdk.errors import LabelFileError
 from edge_sdk.jobs import run_folder_job
 from edge_sdk.kit import load_kit
 from edge_sdk.runtime import load_encoder
 
 __all__ = ["craft"]
+
+
+def _check_upload_options(*, upload: str | None, api_key: str | None, dataset: str | None, labels: Path | None) -> None:
+    if upload is None and (dataset is not None or labels is not None):
+        raise typer.BadParameter("--dataset and --labels need --upload URL", param_hint="--upload")
+    if upload is not None and not api_key:
+        raise typer.BadParameter("--upload needs --api-key or EDGE_SDK_API_KEY", param_hint="--api-key")
+    if (dataset is None) != (labels is None):
+        raise typer.BadParameter("--dataset and --labels go together", param_hint="--dataset")
 
 
 @handle_errors
@@ -75,6 +85,20 @@ def craft(
     labels: Annotated[
         Path | None, typer.Option(help="With --dataset: CSV with columns file,label (file relative to FOLDER).")
     ] = None,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Craft on a Ray cluster (extra 'ray'): FILE becomes a folder of shards with a manifest; "
+            "same features as without --ray at --threads equal to --threads-per-actor.",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="With --ray: the cluster's address (default: RAY_ADDRESS, else a local instance)."),
+    ] = None,
+    actors: Annotated[int, typer.Option(min=1, help="With --ray: crafting actors, each loading the kit once.")] = 2,
+    threads_per_actor: Annotated[int, typer.Option(min=1, help="With --ray: torch threads of each actor.")] = 1,
 ) -> None:
     """Craft every image of FOLDER so that a white-box inversion attacker sees an average face.
 
@@ -85,12 +109,31 @@ def craft(
     """
     use_threads(threads)
     config = crafter_config(preset, seed=seed, beta=beta, steps=steps, solver=solver, latent_noise=latent_noise)
-    if upload is None and (dataset is not None or labels is not None):
-        raise typer.BadParameter("--dataset and --labels need --upload URL", param_hint="--upload")
-    if upload is not None and not api_key:
-        raise typer.BadParameter("--upload needs --api-key or EDGE_SDK_API_KEY", param_hint="--api-key")
-    if (dataset is None) != (labels is None):
-        raise typer.BadParameter("--dataset and --labels go together", param_hint="--dataset")
+    policy = FacePolicy(align=align, all_faces=all_faces)
+    if ray:
+        if upload is not None or cache is not None:
+            raise typer.BadParameter(
+                "--ray writes shards only; upload them afterwards, and repeats are found across the whole "
+                "folder without a --cache",
+                param_hint="--ray",
+            )
+        result = craft_folder_on_ray(
+            folder,
+            out,
+            config=config,
+            kit=kit,
+            encoder_onnx=encoder_onnx,
+            batch_size=batch_size,
+            policy=policy,
+            actors=actors,
+            threads_per_actor=threads_per_actor,
+            address=ray_address,
+            restart=restart,
+            progress=not quiet,
+        )
+        report_job(result, verb="crafted", feature_shape=load_kit(kit).feature_shape)
+        return
+    _check_upload_options(upload=upload, api_key=api_key, dataset=dataset, labels=labels)
     label_of: dict[str, int] = {}
     if labels is not None:
         label_of = read_labels_csv(labels)
@@ -138,7 +181,7 @@ def craft(
         folder,
         out,
         spec=loaded.spec,
-        policy=FacePolicy(align=align, all_faces=all_faces),
+        policy=policy,
         transform=transform,
         batch_size=batch_size,
         config=job_config,
