@@ -284,3 +284,28 @@ def test_exact_emd_privacy_loss_moves_reconstructions_towards_the_prior(tiny_kit
     emd = result.diagnostics["curves"]["emd"]
     assert len(emd) == 8 and result.diagnostics["curves"]["critic_estimate"] == []
     assert emd[-1] < 0.95 * emd[0]  # 0.77-0.88 measured over 12 tiny kits
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides", "skips_inversion"),
+    [
+        ("crafter-z", {"latent_noise": 1.0}, True),
+        ("crafter-z", {"latent_noise": 0.5}, False),
+        ("answer-only", {}, True),
+        ("crafter", {}, False),
+    ],
+)
+def test_without_the_privacy_measurement_the_release_is_the_same_and_unused_inversions_are_skipped(
+    tiny_kit: Kit, method: str, overrides: dict[str, float], skips_inversion: bool
+) -> None:
+    config = replace(FAST, method=method, utility="head", **overrides)  # type: ignore[arg-type]
+    measured = Crafter(tiny_kit, config).craft(images=_images())
+    fast = Crafter(tiny_kit, config, measure_privacy=False)
+    inversion_steps: list[int] = []
+    invert = fast.method.invert
+    fast.method.invert = lambda f, start, steps: inversion_steps.append(steps) or invert(f, start, steps)  # type: ignore[method-assign]
+    quick = fast.craft(images=_images())
+    assert torch.equal(quick.features, measured.features)
+    assert quick.diagnostics["epsilon_pii"] is None and measured.diagnostics["epsilon_pii"] is not None
+    # Only the amortizer's guess (0 steps) when the release does not start from the attacker's inversion.
+    assert inversion_steps == ([0] if skips_inversion else [config.inversion_steps])

@@ -16,6 +16,7 @@ __all__ = [
     "EXIT_BAD_INPUT",
     "AlignOption",
     "AllFacesOption",
+    "DeviceOption",
     "EncoderOnnxOption",
     "FolderArgument",
     "KitOption",
@@ -81,6 +82,15 @@ ThreadsOption = Annotated[
         help="CPU threads of torch (default: torch's choice, usually one per core). Floating-point sums depend "
         "on it: the same seed gives bit-identical features at the same thread count, on the same machine and "
         "torch version.",
+    ),
+]
+
+
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        help="Where torch runs: 'cpu' or 'cuda[:N]' (a CUDA build of torch and a GPU). Seeds give the same "
+        "random draws on every device; features differ between devices in the last bits, as between thread counts.",
     ),
 ]
 

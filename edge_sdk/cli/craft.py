@@ -13,6 +13,7 @@ import typer
 from edge_sdk.cli._common import (
     AlignOption,
     AllFacesOption,
+    DeviceOption,
     EncoderOnnxOption,
     FolderArgument,
     KitOption,
@@ -66,6 +67,7 @@ def craft(
     ] = None,
     restart: Annotated[bool, typer.Option(help="Discard unfinished work of an interrupted run.")] = False,
     threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
     align: AlignOption = True,
     all_faces: AllFacesOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -111,10 +113,10 @@ def craft(
     config = crafter_config(preset, seed=seed, beta=beta, steps=steps, solver=solver, latent_noise=latent_noise)
     policy = FacePolicy(align=align, all_faces=all_faces)
     if ray:
-        if upload is not None or cache is not None:
+        if upload is not None or cache is not None or device != "cpu":
             raise typer.BadParameter(
-                "--ray writes shards only; upload them afterwards, and repeats are found across the whole "
-                "folder without a --cache",
+                "--ray writes shards only (upload them afterwards), finds repeats across the whole folder "
+                "without a --cache, and crafts on CPU actors",
                 param_hint="--ray",
             )
         result = craft_folder_on_ray(
@@ -142,7 +144,7 @@ def craft(
             raise LabelFileError(f"{labels}: no label for {len(unlabelled)} image(s), e.g. {unlabelled[0]}")
     loaded = load_kit(kit)
     runtime = load_encoder(loaded, encoder_onnx)
-    crafter = Crafter(loaded, config, encoder=runtime)
+    crafter = Crafter(loaded, config, encoder=runtime, device=device)
     if cache is not None:
         crafter.cache = RepeatCache(cache, scope=crafter.scope)
 
@@ -176,6 +178,7 @@ def craft(
         "upload": upload,
         "dataset": dataset,
         "threads": torch.get_num_threads(),
+        "device": device,
     }
     result = run_folder_job(
         folder,

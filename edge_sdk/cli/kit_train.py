@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edge_sdk.cli._common import handle_errors, use_threads
+from edge_sdk.cli._common import DeviceOption, handle_errors, use_threads
 from edge_sdk.extras import require_extra
 from edge_sdk.kit.training import TrainingConfig
 
@@ -24,6 +24,7 @@ def kit_train(
     report_inversion_steps: Annotated[int, typer.Option(min=0, help="Inversion steps measured in the report.")] = 200,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads (results are reproducible per thread count).")] = 2,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Train a kit on the ORL public faces (s1-s20) and write it with its training report.
 
@@ -35,7 +36,7 @@ def kit_train(
 
     use_threads(threads)
     config = TrainingConfig(seed=seed, pose_epochs=pose_epochs, gan_steps=gan_steps, amortizer_steps=amortizer_steps)
-    kit, log = train_orl_kit(out, config=config, progress=not quiet)
+    kit, log = train_orl_kit(out, config=config, progress=not quiet, device=device)
     report = write_training_report(kit, log, out, inversion_steps=report_inversion_steps)
     typer.echo(f"kit written to {out}; report: {out / 'report.md'}")
     if "pose_accuracy" in report.metrics:

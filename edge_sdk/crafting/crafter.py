@@ -28,6 +28,7 @@ from edge_sdk.crafting.losses import CriticEMD, ExactEMD, FeatureDistance, HeadK
 from edge_sdk.crafting.methods import METHODS, CraftingOutcome, CraftingProblem
 from edge_sdk.crafting.pii import epsilon_pii
 from edge_sdk.data.images import to_unit_range
+from edge_sdk.devices import resolve_device
 from edge_sdk.errors import KitError
 from edge_sdk.kit.kit import Kit
 from edge_sdk.kit.models import Critic
@@ -48,7 +49,8 @@ class CraftResult:
         diagnostics: Per-batch figures: ``utility_loss`` (mean ``||F - F0||``),
             ``relative_distortion`` (mean ``||F - F0|| / ||F0||``), ``critic_estimate``
             (the critic's Wasserstein estimate between reconstructions and prior at the
-            last step), ``epsilon_pii`` and ``epsilon_pii_raw`` (for the raw features),
+            last step), ``epsilon_pii`` and ``epsilon_pii_raw`` (for the raw features;
+            ``None`` when the crafter does not measure privacy),
             ``cache_hits``, ``crafted``, ``seconds``, ``step_seconds`` (mean time of
             one feature step), and per-step curves.
     """
@@ -93,6 +95,18 @@ class Crafter:
             onnxruntime); the kit's torch encoder if omitted. Crafting itself always
             runs in torch, starting from these features.
         progress: Optional callback ``progress(step, total)`` after each crafting step.
+        measure_privacy: Measure each batch's epsilon-PII before and after crafting
+            (two attacker inversions per batch, in the diagnostics). Off, a method that
+            does not start from the attacker's inversion (answer-only, Crafter-z with
+            ``latent_noise=1``) skips the inversions altogether: per-frame crafting
+            costs less, and the release is the same.
+        device: Where crafting runs: ``"cpu"`` (the default) or ``"cuda[:N]"``. The
+            kit's networks are copied there; releases come back on the CPU. Random
+            draws are the CPU's seeded ones on every device.
+
+    Raises:
+        KitError: ``utility="head"`` with a kit without a head.
+        DeviceUnavailableError: ``device`` is not available here.
 
     Example:
         >>> from edge_sdk.kit import load_kit
@@ -111,9 +125,12 @@ class Crafter:
         cache: RepeatCache | None = None,
         encoder: EncoderRuntime | None = None,
         progress: Callable[[int, int], None] | None = None,
+        measure_privacy: bool = True,
+        device: str | torch.device | None = None,
     ) -> None:
-        self.kit = kit
-        self.encoder = encoder or TorchEncoder(kit)
+        self.device = resolve_device(device)
+        self.kit = kit.to(self.device)
+        self.encoder = encoder or TorchEncoder(self.kit)
         self.config = config or CrafterConfig()
         if self.config.utility == "head" and kit.head is None:
             raise KitError(
@@ -122,6 +139,8 @@ class Crafter:
             )
         self.cache = cache if cache is not None else RepeatCache(scope=self.scope)
         self.progress = progress
+        self.measure_privacy = measure_privacy
+        self.method = METHODS[self.config.method](self.kit, self.config)
         for module in kit.components().values():
             module.eval()
 
@@ -151,8 +170,10 @@ class Crafter:
             raw = self.encoder.encode(images)
         else:
             raw = check_batch(features, self.kit.feature_shape, name="features")
+        raw = raw.to(self.device)
+        images = images.to(self.device) if images is not None else None
         keys = self.cache.keys_for(raw)
-        out = torch.empty_like(raw)
+        out = torch.empty_like(raw, device="cpu")
         todo: dict[str, list[int]] = {}
         hits = 0
         for i, key in enumerate(keys):
@@ -171,12 +192,13 @@ class Crafter:
             first = [todo[key][0] for key in new_keys]
             pixels = images[first] if images is not None else None
             crafted, batch_diag = self._craft_new(raw[first], pixels, sorted(digests))
+            crafted = crafted.cpu()
             for j, key in enumerate(new_keys):
                 out[todo[key]] = crafted[j]
             self.cache.put(new_keys, crafted)
             diagnostics.update(batch_diag)
         diagnostics["seconds"] = round(time.perf_counter() - start, 3)
-        return CraftResult(features=out, raw_features=raw, diagnostics=diagnostics)
+        return CraftResult(features=out, raw_features=raw.cpu(), diagnostics=diagnostics)
 
     def _craft_new(
         self, raw: torch.Tensor, images: torch.Tensor | None, digests: list[bytes]
@@ -186,8 +208,10 @@ class Crafter:
         gen = torch.Generator().manual_seed(_batch_seed(cfg.seed, digests))
         order = torch.randperm(raw.shape[0], generator=gen) if cfg.shuffle else torch.arange(raw.shape[0])
         raw = raw[order]
-        method = METHODS[cfg.method](self.kit, cfg)
-        z_raw = method.invert(raw, None, cfg.inversion_steps)
+        method = self.method
+        # Without the measurement, a method that ignores the attacker's start needs only the amortizer's guess.
+        inverted = self.measure_privacy or images is None or method.reads_attacker_start
+        z_raw = method.invert(raw, None, cfg.inversion_steps if inverted else 0)
         with torch.no_grad():
             recon_raw = self.kit.generator(z_raw)
             prior = self._prior_faces(gen, images[order] if images is not None else recon_raw)
@@ -195,7 +219,7 @@ class Crafter:
         problem = CraftingProblem(
             raw=raw, z_raw=z_raw, privacy=privacy, utility=self._utility_loss(raw), rng=gen, progress=self.progress
         )
-        outcome = method.craft(problem)
+        outcome = method.craft(problem, final_inversion=self.measure_privacy)
         diagnostics = self._diagnostics(outcome, raw, recon_raw, prior, privacy)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(len(order))
@@ -203,7 +227,7 @@ class Crafter:
 
     def _prior_faces(self, gen: torch.Generator, reference: torch.Tensor) -> torch.Tensor:
         """Public prior faces ``G(z_r)``, their pixel statistics matched to the batch's."""
-        z_r = torch.randn(self.config.prior_samples, self.kit.architecture.latent_dim, generator=gen)
+        z_r = torch.randn(self.config.prior_samples, self.kit.architecture.latent_dim, generator=gen).to(self.device)
         return _normalise_prior(self.kit.generator(z_r), reference)
 
     def _privacy_loss(self, prior: torch.Tensor, gen: torch.Generator) -> PrivacyLoss:
@@ -230,9 +254,15 @@ class Crafter:
         privacy: PrivacyLoss,
     ) -> dict[str, Any]:
         spec = self.kit.spec
-        with torch.no_grad():
-            recon_final = self.kit.generator(outcome.z_final)
-        prior_px = to_unit_range(prior, spec)
+        pii: dict[str, float | None] = {"epsilon_pii": None, "epsilon_pii_raw": None}
+        if outcome.z_final is not None:
+            prior_px = to_unit_range(prior, spec)
+            with torch.no_grad():
+                recon_final = self.kit.generator(outcome.z_final)
+            pii = {
+                "epsilon_pii": epsilon_pii(to_unit_range(recon_final, spec), prior_px),
+                "epsilon_pii_raw": epsilon_pii(to_unit_range(recon_raw, spec), prior_px),
+            }
         critic_curve = privacy.curve if isinstance(privacy, CriticEMD) else []
         return {
             "method": self.config.method,
@@ -240,8 +270,7 @@ class Crafter:
             "utility_loss": (outcome.crafted - raw).flatten(1).norm(dim=1).mean().item(),
             "relative_distortion": relative_distortion(outcome.crafted, raw).mean().item(),
             "critic_estimate": critic_curve[-1] if critic_curve else None,
-            "epsilon_pii": epsilon_pii(to_unit_range(recon_final, spec), prior_px),
-            "epsilon_pii_raw": epsilon_pii(to_unit_range(recon_raw, spec), prior_px),
+            **pii,
             "curves": {
                 "critic_estimate": critic_curve,
                 "emd": privacy.curve if isinstance(privacy, ExactEMD) else [],
@@ -258,7 +287,7 @@ class Crafter:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 critic = Critic(self.kit.architecture)
-        return critic.train()
+        return critic.to(self.device).train()
 
 
 def craft(

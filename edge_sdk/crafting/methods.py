@@ -70,13 +70,13 @@ class CraftingOutcome:
 
     Attributes:
         crafted: Released features, crafting order, shape of ``raw``.
-        z_final: The attacker's inversion of the release (for epsilon-PII).
+        z_final: The attacker's inversion of the release (for epsilon-PII); ``None`` if not asked for.
         utility_curve: The utility loss at every step.
         loop_seconds: Time of the step loop alone.
     """
 
     crafted: torch.Tensor
-    z_final: torch.Tensor
+    z_final: torch.Tensor | None
     utility_curve: list[float] = field(default_factory=list)
     loop_seconds: float = 0.0
 
@@ -96,6 +96,11 @@ class CraftingMethod(ABC):
     def __init__(self, kit: Kit, config: CrafterConfig) -> None:
         self.kit, self.config = kit, config
 
+    @property
+    def reads_attacker_start(self) -> bool:
+        """Whether the release depends on the attacker's inversion ``z*(F0)`` (``problem.z_raw``)."""
+        return True
+
     def invert(self, features: torch.Tensor, start: torch.Tensor | None, steps: int) -> torch.Tensor:
         """The attacker's inversion ``z*(F)``: Adam from ``start`` (the amortizer's guess if ``None``)."""
         cfg = self.config
@@ -110,8 +115,8 @@ class CraftingMethod(ABC):
             latent_weight=cfg.latent_weight,
         ).latent
 
-    def craft(self, problem: CraftingProblem) -> CraftingOutcome:
-        """Run ``config.steps`` steps on ``problem`` and release."""
+    def craft(self, problem: CraftingProblem, *, final_inversion: bool = True) -> CraftingOutcome:
+        """Run ``config.steps`` steps on ``problem`` and release (and invert the release if ``final_inversion``)."""
         start = time.perf_counter()
         self.begin(problem)
         curve = []
@@ -121,7 +126,8 @@ class CraftingMethod(ABC):
                 problem.progress(step + 1, self.config.steps)
         crafted = self.release()
         loop_seconds = time.perf_counter() - start
-        return CraftingOutcome(crafted, self.final_inversion(crafted), curve, loop_seconds)
+        z_final = self.final_inversion(crafted) if final_inversion else None
+        return CraftingOutcome(crafted, z_final, curve, loop_seconds)
 
     @abstractmethod
     def begin(self, problem: CraftingProblem) -> None:
@@ -248,11 +254,15 @@ class LatentSpaceCrafter(CraftingMethod):
 
     name = "crafter-z"
 
+    @property
+    def reads_attacker_start(self) -> bool:
+        return self.config.latent_noise < 1  # at 1 the start is fresh noise alone
+
     def begin(self, problem: CraftingProblem) -> None:
         z = problem.z_raw.clone()
         m = self.config.latent_noise
         if m > 0:  # drawn only then: latent_noise=0 keeps the paper's random stream
-            z = math.sqrt(1 - m * m) * z + m * torch.randn(z.shape, generator=problem.rng)
+            z = math.sqrt(1 - m * m) * z + m * torch.randn(z.shape, generator=problem.rng).to(z)
         self.z = z.requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.z], lr=self.config.latent_lr)
 
@@ -294,12 +304,20 @@ class AnswerOnlyRelease(CraftingMethod):
 
     name = "answer-only"
     iterative = False
+    def __init__(self, kit: Kit, config: CrafterConfig) -> None:
+        super().__init__(kit, config)
+        self._prototypes: torch.Tensor | None = None
 
-    def craft(self, problem: CraftingProblem) -> CraftingOutcome:
+    @property
+    def reads_attacker_start(self) -> bool:
+        return False
+
+    def craft(self, problem: CraftingProblem, *, final_inversion: bool = True) -> CraftingOutcome:
         start = time.perf_counter()
         self.begin(problem)
         crafted = self.release()
-        return CraftingOutcome(crafted, self.final_inversion(crafted), [], time.perf_counter() - start)
+        z_final = self.final_inversion(crafted) if final_inversion else None
+        return CraftingOutcome(crafted, z_final, [], time.perf_counter() - start)
 
     def begin(self, problem: CraftingProblem) -> None:
         head = self.kit.head
@@ -309,12 +327,18 @@ class AnswerOnlyRelease(CraftingMethod):
             self.released = self.class_prototypes()[head(problem.raw).argmax(1)]
 
     def class_prototypes(self) -> torch.Tensor:
-        """``(K, *feature_shape)``: per class, the feature of the prior draw the head deems most likely of it."""
+        """``(K, *feature_shape)``: per class, the feature of the prior draw the head deems most likely of it.
+
+        Drawn once per method object (they depend only on the kit and ``config.seed``).
+        """
         assert self.kit.head is not None
+        if self._prototypes is not None:
+            return self._prototypes
         gen = torch.Generator().manual_seed(self.config.seed)
         z = torch.randn(4 * self.config.prior_samples, self.kit.architecture.latent_dim, generator=gen)
-        features = self.kit.encoder(self.kit.generator(z))
-        return features[self.kit.head(features).softmax(1).argmax(0)]
+        features = self.kit.encoder(self.kit.generator(z.to(self.kit.device)))
+        self._prototypes = features[self.kit.head(features).softmax(1).argmax(0)]
+        return self._prototypes
 
     def step(self, problem: CraftingProblem, step: int) -> float:
         return 0.0

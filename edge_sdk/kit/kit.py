@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, replace
@@ -74,8 +75,20 @@ class Kit:
         found = {name: getattr(self, name) for name in COMPONENTS}
         return {name: module for name, module in found.items() if module is not None}
 
+    @property
+    def device(self) -> torch.device:
+        """Where the kit's networks are."""
+        return next(self.encoder.parameters()).device
+
+    def to(self, device: torch.device) -> Kit:
+        """The kit on ``device``: itself if already there, else a copy (the original stays where it is)."""
+        if self.device == device:
+            return self
+        moved = {name: copy.deepcopy(module).to(device) for name, module in self.components().items()}
+        return replace(self, **moved)  # type: ignore[arg-type]
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Encode a batch of preprocessed images ``(B, C, S, S)`` into features.
+        """Encode a batch of preprocessed images ``(B, C, S, S)`` into features, on the kit's device.
 
         Raises:
             TensorShapeError: The batch does not match the kit's image shape.
@@ -83,7 +96,7 @@ class Kit:
         """
         images = check_batch(images, self.architecture.image_shape, name="images")
         with torch.no_grad():
-            return self.encoder(images)
+            return self.encoder(images.to(self.device))
 
 
 def default_kit_path() -> Path:

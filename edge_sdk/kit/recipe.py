@@ -25,12 +25,14 @@ def train_orl_kit(
     architecture: Architecture | None = None,
     name: str = "orl-default",
     progress: bool = True,
+    device: str | None = None,
 ) -> tuple[Kit, TrainingLog]:
     """Train a kit on the bundled ORL public faces, detected and aligned, and save it to ``out``.
 
     The generator sees all 200 public faces (s1-s20); the encoder and head see
     public-train (images 1-8 of s1-s20), so public-val (images 9-10) stays unseen.
     The training log is saved beside the weights as ``training_log.json``.
+    ``device`` is where the networks train (:func:`~edge_sdk.kit.training.train_kit`).
     """
     arch = architecture or Architecture()
     spec = ImageSpec(size=arch.image_size, channels=arch.channels, face_template=ORL_TEMPLATE)
@@ -45,6 +47,7 @@ def train_orl_kit(
         "faces detected and aligned by YuNet landmarks (edge_sdk.faces); head pose labels from YuNet "
         "(edge_sdk/data/orl_pose.csv)",
         progress=progress,
+        device=device,
     )
     kit = save_kit(kit, out)
     write_json(Path(out) / LOG_NAME, asdict(log))

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from edge_sdk.data.images import ImageSpec
 from edge_sdk.data.orl import FaceSet
+from edge_sdk.devices import resolve_device
 from edge_sdk.kit.kit import Kit
 from edge_sdk.kit.manifest import ComponentFile, KitManifest, TaskSpec
 from edge_sdk.kit.models import (
@@ -133,6 +134,7 @@ def _train_pose(
     log: TrainingLog,
     progress: bool,
 ) -> None:
+    device = next(encoder.parameters()).device
     params = list(encoder.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=cfg.pose_lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.pose_epochs, 1))
@@ -144,8 +146,8 @@ def _train_pose(
         for idx in _batches(len(data), cfg.pose_batch_size, rng):
             x, flipped = augment(data.images[idx], rng, max_shift=cfg.max_shift, brightness=cfg.brightness)
             # A mirrored face turns the other way: swap the two side classes.
-            y = torch.where(flipped, head.num_classes - 1 - data.pose[idx], data.pose[idx])
-            logits = head(encoder(x))
+            y = torch.where(flipped, head.num_classes - 1 - data.pose[idx], data.pose[idx]).to(device)
+            logits = head(encoder(x.to(device)))
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -170,6 +172,7 @@ def _train_gan(
     log: TrainingLog,
     progress: bool,
 ) -> None:
+    device = next(generator.parameters()).device
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.9))
     generator.train()
@@ -179,10 +182,10 @@ def _train_gan(
     def real_batch() -> torch.Tensor:
         idx = torch.randint(0, n, (cfg.gan_batch_size,), generator=rng)
         x, _ = augment(data.images[idx], rng, max_shift=cfg.max_shift, brightness=cfg.brightness)
-        return x
+        return x.to(device)
 
     def latent() -> torch.Tensor:
-        return torch.randn(cfg.gan_batch_size, arch.latent_dim, generator=rng)
+        return torch.randn(cfg.gan_batch_size, arch.latent_dim, generator=rng).to(device)
 
     bar = tqdm(range(cfg.gan_steps), desc="generator: WGAN-GP", disable=not progress)
     for _ in bar:
@@ -245,7 +248,9 @@ def _train_amortizer(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.amortizer_steps, 1))
     amortizer.train()
     for _ in tqdm(range(cfg.amortizer_steps), desc="amortizer: F -> z", disable=not progress):
-        z = torch.randn(cfg.amortizer_batch_size, arch.latent_dim, generator=rng)
+        z = torch.randn(cfg.amortizer_batch_size, arch.latent_dim, generator=rng).to(
+            next(amortizer.parameters()).device
+        )
         with torch.no_grad():
             features = encoder(generator(z))
         loss = F.mse_loss(amortizer(features), z)
@@ -295,6 +300,7 @@ def train_kit(
     name: str = "kit",
     data_description: str = "",
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> tuple[Kit, TrainingLog]:
     """Train every network of a kit from public faces.
 
@@ -308,11 +314,18 @@ def train_kit(
         name: Kit name for the manifest.
         data_description: Where the data came from, for the manifest.
         progress: Show progress bars.
+        device: Where the networks train: ``"cpu"`` (the default) or ``"cuda[:N]"``;
+            the data and every random draw stay on the CPU and batches are moved.
 
     Returns:
-        The kit (networks in eval mode; manifest without files until saved) and
-        the training log.
+        The kit (networks in eval mode on the CPU; manifest without files until
+        saved) and the training log.
+
+    Raises:
+        ValueError: The public images do not have the architecture's shape.
+        DeviceUnavailableError: ``device`` is not available here.
     """
+    where = resolve_device(device)
     arch = architecture or Architecture()
     spec = spec or ImageSpec(size=arch.image_size, channels=arch.channels)
     cfg = config or TrainingConfig()
@@ -324,7 +337,7 @@ def train_kit(
         )
     with torch.random.fork_rng(devices=[]):  # seeded by the argument, the caller's state untouched
         torch.manual_seed(cfg.seed)  # initial weights of every network
-        models = build_models(arch)
+        models = {name: network.to(where) for name, network in build_models(arch).items()}
         encoder, head = models["encoder"], models["head"]
         generator, critic, amortizer = models["generator"], models["critic"], models["amortizer"]
         log = TrainingLog()
@@ -345,6 +358,7 @@ def train_kit(
             "config": asdict(cfg),
             "seconds": log.seconds,
             "torch_threads": torch.get_num_threads(),
+            "device": str(where),
         }
         manifest = KitManifest(
             name=name,
@@ -355,6 +369,6 @@ def train_kit(
             training=training,
         )
         for network in models.values():
-            network.eval()
+            network.cpu().eval()
         kit = Kit(manifest=manifest, **models)  # type: ignore[arg-type]
         return kit, log
