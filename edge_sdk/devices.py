@@ -33,8 +33,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise DeviceUnavailableError(f"{device!r} is not a torch device (use 'cpu' or 'cuda[:N]')") from exc
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (resolved.index or 0) >= count:
+        index = torch.cuda.current_device() if resolved.index is None and count else (resolved.index or 0)
+        if index >= count:
             raise DeviceUnavailableError(f"{device!r} asked for, but this machine has {count} usable CUDA device(s)")
-    elif resolved.type != "cpu":
+        return torch.device("cuda", index)  # "cuda" and "cuda:0" name one device: one copy of a kit
+    if resolved.type != "cpu":
         raise DeviceUnavailableError(f"{device!r}: only 'cpu' and 'cuda' devices are supported")
-    return resolved
+    return torch.device("cpu")

@@ -45,9 +45,9 @@ from edge_sdk.crafting.config import CrafterConfig
 from edge_sdk.crafting.crafter import Crafter
 from edge_sdk.data.folder import FolderImages, iter_folder_batches, list_images
 from edge_sdk.data.images import FacePolicy
-from edge_sdk.errors import EdgeSDKError, EmptyInputError
+from edge_sdk.errors import EdgeSDKError, EmptyInputError, OutputWriteError
 from edge_sdk.extras import require_extra
-from edge_sdk.fileio import read_features, write_features, write_shard_manifest
+from edge_sdk.fileio import SHARD_MANIFEST, read_features, write_features, write_shard_manifest
 from edge_sdk.jobs import FolderJobResult, batch_done, batch_path, open_parts, write_batch
 from edge_sdk.kit import load_kit
 from edge_sdk.runtime import load_encoder
@@ -120,16 +120,18 @@ class _CraftActor(_Worker):
         return {"index": list(rows["index"]), "images": images}
 
     def _craft(self, batch: FolderImages, repeated: set[int]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Craft the whole batch as the single process does, the faces of earlier batches as cache hits.
+
+        Their rows hold NaN until the driver copies the earlier releases in.
+        """
         # A fresh cache per batch: which faces repeat is decided for the whole folder by the first pass.
         self.crafter.cache = RepeatCache(scope=self.crafter.scope)
-        keep = [i for i in range(len(batch.files)) if i not in repeated]
-        features = np.full((len(batch.files), *self.kit.feature_shape), np.nan, np.float32)
-        diagnostics: dict[str, Any] = {"repeats_of_earlier_batches": len(repeated)}
-        if keep:
-            result = self.crafter.craft(images=batch.images[keep])
-            features[keep] = result.features.numpy()
-            diagnostics.update(result.diagnostics)
-        return features, diagnostics
+        if repeated:
+            keys = self.crafter.cache.keys_for(self.encoder.encode(batch.images))
+            rows = sorted(repeated)
+            self.crafter.cache.put([keys[r] for r in rows], torch.full((len(rows), *self.kit.feature_shape), torch.nan))
+        result = self.crafter.craft(images=batch.images)
+        return result.features.numpy(), {**result.diagnostics, "repeats_of_earlier_batches": len(repeated)}
 
 
 def _repeats(digests: dict[int, list[str]]) -> dict[int, list[Repeat]]:
@@ -147,17 +149,26 @@ def _repeats(digests: dict[int, list[str]]) -> dict[int, list[Repeat]]:
     return repeats
 
 
-def _fill_repeats(out: Path, index: int, repeats: list[Repeat]) -> None:
-    """Copy the earlier releases into a shard's repeated rows (idempotent, so safe on resume)."""
+def _fill_repeats(out: Path, index: int, repeats: list[Repeat], sources: dict[int, np.ndarray]) -> None:
+    """Copy the earlier releases into a shard's repeated rows (idempotent, so safe on resume).
+
+    ``sources`` keeps the source shards' features read so far.
+    """
     shard = read_features(batch_path(out, index))
     features = np.array(shard.features)
     for row, source_index, source_row in repeats:
-        features[row] = read_features(batch_path(out, source_index)).features[source_row]
+        if source_index not in sources:
+            sources[source_index] = read_features(batch_path(out, source_index)).features
+        features[row] = sources[source_index][source_row]
     write_features(batch_path(out, index), features=features, files=shard.files, faces=shard.faces, config=shard.config)
 
 
 def _connect(address: str | None) -> bool:
-    """Join the cluster at ``address`` (``None``: ``RAY_ADDRESS`` or a new local instance); True if started here."""
+    """Join the cluster at ``address`` (``None``: ``RAY_ADDRESS`` or a new local instance); True if started here.
+
+    Raises:
+        DistributedJobError: The cluster cannot be reached or started.
+    """
     import ray
     import ray.data
 
@@ -167,7 +178,12 @@ def _connect(address: str | None) -> bool:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
         return False
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        raise DistributedJobError(
+            f"could not join or start a Ray cluster at {address or 'this machine'} ({exc})"
+        ) from exc
     return True
 
 
@@ -251,6 +267,7 @@ def craft_folder_on_ray(
     Raises:
         MissingExtraError: Ray Data is not installed (extra ``ray``).
         ResumeMismatchError: ``out`` holds shards of other files or settings.
+        OutputWriteError: ``out`` is a file, the folder or above it, or holds other files.
         EmptyInputError: No face could be read from the folder.
         DistributedJobError: The cluster failed (an actor died, the cluster went away).
         OutputWriteError: A shard could not be written (a full disk).
@@ -261,11 +278,14 @@ def craft_folder_on_ray(
         raise ValueError(
             f"actors, threads_per_actor and batch_size must be >= 1, got {actors}, {threads_per_actor}, {batch_size}"
         )
-    folder, out = Path(folder), Path(out)
+    # Absolute paths: the actors may run on other nodes, in other working folders.
+    folder, out = Path(folder).resolve(), Path(out).resolve()
+    encoder_onnx = Path(encoder_onnx).resolve() if encoder_onnx else None
     # A missing or damaged kit, encoder or configuration fails here, before any cluster work.
     loaded = load_kit(kit)
-    Crafter(loaded, config, encoder=load_encoder(loaded, Path(encoder_onnx) if encoder_onnx else None))
+    Crafter(loaded, config, encoder=load_encoder(loaded, encoder_onnx))
     files = list_images(folder)
+    _check_output_folder(out, folder, restart=restart)
     job_config = {
         "command": "craft",
         "kit": loaded.manifest.name,
@@ -277,12 +297,14 @@ def craft_folder_on_ray(
         "threads": threads_per_actor,
         "faces": asdict(policy),
     }
-    open_parts(out, files=files, batch_size=batch_size, config=job_config, restart=restart)
+    open_parts(out, files=files, batch_size=batch_size, config=job_config, restart=False)
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     todo = [i for i in range(len(batches)) if not batch_done(out, i)]
+    if todo:  # shards change: the manifest of an earlier run no longer describes the folder
+        (out / SHARD_MANIFEST).unlink(missing_ok=True)
     kwargs = {
         "folder": str(folder),
-        "kit": str(loaded.path),
+        "kit": None if kit is None else str(Path(kit).resolve()),  # None: each node's own bundled kit
         "encoder_onnx": str(encoder_onnx) if encoder_onnx else None,
         "config": asdict(config),
         "policy": asdict(policy),
@@ -322,14 +344,46 @@ def craft_folder_on_ray(
     return _finish(out, len(batches), resumed=len(batches) - len(todo), folder=folder, files=len(files))
 
 
+_JOB_FILES = (
+    "state.json",
+    SHARD_MANIFEST,
+    "batch_*.npz",
+    "batch_*.json",
+    ".batch_*.tmp",
+    ".state.json.*.tmp",
+    ".manifest.json.*.tmp",
+)
+
+
+def _check_output_folder(out: Path, folder: Path, *, restart: bool) -> None:
+    """Refuse an output that is a file, the input folder or above it, or a folder of other files.
+
+    ``restart`` removes this job's own files (shards, records, state, manifest), nothing else.
+
+    Raises:
+        OutputWriteError: ``out`` cannot hold this job's shards.
+    """
+    if out.exists() and not out.is_dir():
+        raise OutputWriteError(f"{out}: a file; --ray writes a folder of shards, give a new or empty folder")
+    if folder == out or folder.is_relative_to(out):
+        raise OutputWriteError(f"{out}: holds the pictures to craft; give the shards a folder of their own")
+    if restart:
+        for pattern in _JOB_FILES:
+            for path in out.glob(pattern):
+                path.unlink()
+    if out.is_dir() and not (out / "state.json").exists() and any(out.iterdir()):
+        raise OutputWriteError(f"{out}: holds files that are not this job's shards; give a new or empty folder")
+
+
 def _finish(out: Path, batches: int, *, resumed: int, folder: Path, files: int) -> FolderJobResult:
     """Fill the repeated rows and write the manifest; the job's summary."""
     skipped: list[dict[str, str]] = []
+    sources: dict[int, np.ndarray] = {}
     for index in range(batches):
         record = json.loads(batch_path(out, index, ".json").read_text())
         skipped.extend(record["skipped"])
         if record.get("repeats"):
-            _fill_repeats(out, index, [(r[0], r[1], r[2]) for r in record["repeats"]])
+            _fill_repeats(out, index, [(r[0], r[1], r[2]) for r in record["repeats"]], sources)
     manifest = write_shard_manifest(out, [batch_path(out, i) for i in range(batches)], skipped=skipped)
     images = json.loads(manifest.read_text())["rows"]
     if not images:

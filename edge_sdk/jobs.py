@@ -31,6 +31,7 @@ __all__ = [
     "batch_done",
     "batch_path",
     "open_parts",
+    "parts_folder",
     "run_folder_job",
     "write_batch",
 ]
@@ -94,7 +95,7 @@ def run_folder_job(
     folder, out = Path(folder), Path(out)
     files = list_images(folder)
     config = {**config, "faces": asdict(policy)}
-    parts = out.with_name(out.name + ".parts")
+    parts = parts_folder(out)
     open_parts(parts, files=files, batch_size=batch_size, config=config, restart=restart)
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     start = time.perf_counter()
@@ -133,6 +134,11 @@ def run_folder_job(
     )
 
 
+def parts_folder(out: Path) -> Path:
+    """Where a job writing ``out`` keeps its finished batches (and what else must survive a resume) meanwhile."""
+    return out.with_name(out.name + ".parts")
+
+
 def open_parts(parts: Path, *, files: list[str], batch_size: int, config: dict[str, Any], restart: bool) -> None:
     """Start the batch folder ``parts`` for this job, or check that the unfinished work there is this job's.
 
@@ -152,8 +158,7 @@ def open_parts(parts: Path, *, files: list[str], batch_size: int, config: dict[s
         state = {}
     if state.get("fingerprint") != fingerprint:
         raise ResumeMismatchError(
-            f"{parts}: unfinished work from another folder content or other settings; "
-            "rerun with --restart to discard it"
+            f"{parts}: holds work made from other pictures or other settings; rerun with --restart to discard it"
         )
 
 
@@ -163,7 +168,7 @@ def batch_path(parts: Path, index: int, suffix: str = ".npz") -> Path:
 
 
 def batch_done(parts: Path, index: int) -> bool:
-    """Whether batch ``index`` is finished (a batch counts as done once its ``.npz`` exists)."""
+    """Whether batch ``index`` is finished: its record and, written last, its ``.npz`` are files."""
     return batch_path(parts, index).is_file() and batch_path(parts, index, ".json").is_file()
 
 

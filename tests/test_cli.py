@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,7 @@ def test_craft_folder_resumes_after_an_interruption(tmp_path: Path, tiny_kit_dir
     faces.mkdir()
     for i in range(5):
         Image.new("L", (92, 112), 20 + 40 * i).save(faces / f"{i}.png")
+    shutil.copyfile(faces / "0.png", faces / "9_copy.png")  # met again in a batch crafted after the resume
     (faces / "broken.png").write_bytes(b"nope")
     out = tmp_path / "crafted.npz"
     args = [
@@ -163,10 +165,12 @@ def test_craft_folder_resumes_after_an_interruption(tmp_path: Path, tiny_kit_dir
     assert result.exit_code == 0, result.output
     assert "1 batch(es) resumed" in result.output and "skipped broken.png" in result.output
     data = read_features(out)
-    assert data.features.shape == (5, 4, 4, 4) and data.files == [f"{i}.png" for i in range(5)]
+    assert data.features.shape == (6, 4, 4, 4) and data.files == [*(f"{i}.png" for i in range(5)), "9_copy.png"]
+    # The face released before the interruption is released again, not crafted anew (attack A3).
+    assert np.array_equal(data.features[5], data.features[0])
     assert data.config["crafter"]["steps"] == 2
     diagnostics = json.loads(out.with_suffix(".json").read_text())
-    assert all("epsilon_pii" in b for b in diagnostics["per_batch"])
+    assert all("epsilon_pii" in b for b in diagnostics["per_batch"][:3])  # the last batch: broken.png alone
     # The same command from scratch gives the same features: crafting is deterministic.
     again = tmp_path / "again.npz"
     result = runner.invoke(app, [*args[:3], str(again), *args[4:]])

@@ -103,6 +103,23 @@ def test_ray_crafting_gives_the_single_process_features_and_resumes_shard_by_sha
     assert other.exit_code == EXIT_BAD_INPUT and "--restart" in other.output
 
 
+def test_ray_crafting_never_writes_over_or_deletes_what_is_not_its_own(tmp_path: Path, tiny_kit_dir: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copyfile(orl_root() / "s1" / "1.pgm", folder / "a.pgm")
+    a_file, other = tmp_path / "crafted.npz", tmp_path / "results"
+    a_file.write_bytes(b"an earlier output")
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    for out, message in ((a_file, "a file"), (folder, "holds the pictures"), (tmp_path, "holds the pictures")):
+        result = runner.invoke(app, _craft(folder, out, tiny_kit_dir, "--ray"))
+        assert result.exit_code == EXIT_BAD_INPUT and message in result.output
+    for extra in ((), ("--restart",)):
+        result = runner.invoke(app, _craft(folder, other, tiny_kit_dir, "--ray", *extra))
+        assert result.exit_code == EXIT_BAD_INPUT and "not this job's shards" in result.output
+    assert (other / "notes.txt").read_text() == "mine" and a_file.read_bytes() == b"an earlier output"
+
+
 def test_ray_crafting_refuses_options_of_the_single_device(tmp_path: Path, tiny_kit_dir: Path) -> None:
     result = runner.invoke(
         app, _craft(tmp_path, tmp_path / "out", tiny_kit_dir, "--ray", "--cache", str(tmp_path / "c.db"))

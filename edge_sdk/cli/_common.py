@@ -90,7 +90,7 @@ DeviceOption = Annotated[
     str,
     typer.Option(
         help="Where torch runs: 'cpu' or 'cuda[:N]' (a CUDA build of torch and a GPU). Seeds give the same "
-        "random draws on every device; features differ between devices in the last bits, as between thread counts.",
+        "random draws on every device; a GPU's arithmetic crafts other features from them, as another machine would.",
     ),
 ]
 

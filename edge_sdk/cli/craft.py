@@ -33,7 +33,7 @@ from edge_sdk.data.folder import FolderImages, list_images, read_labels_csv
 from edge_sdk.data.images import FacePolicy
 from edge_sdk.distributed import craft_folder_on_ray
 from edge_sdk.errors import LabelFileError
-from edge_sdk.jobs import run_folder_job
+from edge_sdk.jobs import parts_folder, run_folder_job
 from edge_sdk.kit import load_kit
 from edge_sdk.runtime import load_encoder
 
@@ -147,10 +147,18 @@ def craft(
     crafter = Crafter(loaded, config, encoder=runtime, device=device)
     if cache is not None:
         crafter.cache = RepeatCache(cache, scope=crafter.scope)
+    run_cache = cache is None  # this run's own, opened beside its batches once the job has started
 
     client = CloudClient(upload, api_key=api_key or "") if upload is not None else None
 
     def transform(batch: FolderImages) -> tuple[np.ndarray, dict[str, Any]]:
+        nonlocal run_cache
+        if run_cache:
+            # Kept with the finished batches: a resumed run still releases a face met
+            # before the interruption once (attack A3), and forgets nothing within the run.
+            path = parts_folder(out) / "repeat-cache.sqlite"
+            crafter.cache = RepeatCache(path, scope=crafter.scope, max_entries=2**62, memory_entries=1024)
+            run_cache = False
         result = crafter.craft(images=batch.images)
         features, diagnostics = result.features.numpy(), result.diagnostics
         # Uploading inside the batch step: a batch counts as done only once the cloud

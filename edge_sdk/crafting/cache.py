@@ -40,6 +40,9 @@ class RepeatCache:
     Args:
         path: SQLite file to persist to; ``None`` keeps the cache in memory only.
         max_entries: Least recently used entries beyond this are dropped.
+        memory_entries: Entries also kept in memory (default ``max_entries``); with a
+            ``path``, a smaller number bounds the memory while the database keeps
+            ``max_entries``.
         secret: HMAC key; drawn at random (and persisted with the cache) if omitted.
         scope: What the cached features were crafted with (kit and settings); a
             persisted cache opened under another scope is refused, so a cache is
@@ -59,12 +62,14 @@ class RepeatCache:
         path: str | Path | None = None,
         *,
         max_entries: int = 100_000,
+        memory_entries: int | None = None,
         secret: bytes | None = None,
         scope: str = "",
     ) -> None:
-        if max_entries < 1:
-            raise ValueError(f"max_entries must be >= 1, got {max_entries}")
+        if max_entries < 1 or (memory_entries is not None and memory_entries < 1):
+            raise ValueError(f"max_entries and memory_entries must be >= 1, got {max_entries}, {memory_entries}")
         self.max_entries = max_entries
+        self.memory_entries = max_entries if memory_entries is None else memory_entries
         self._lock = threading.Lock()
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
         self._db: sqlite3.Connection | None = None
@@ -146,7 +151,7 @@ class RepeatCache:
     def _remember(self, key: str, array: np.ndarray) -> None:
         self._memory[key] = array
         self._memory.move_to_end(key)
-        while len(self._memory) > self.max_entries:
+        while len(self._memory) > self.memory_entries:
             self._memory.popitem(last=False)
 
     def __len__(self) -> int:

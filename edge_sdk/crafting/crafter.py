@@ -96,13 +96,16 @@ class Crafter:
             runs in torch, starting from these features.
         progress: Optional callback ``progress(step, total)`` after each crafting step.
         measure_privacy: Measure each batch's epsilon-PII before and after crafting
-            (two attacker inversions per batch, in the diagnostics). Off, a method that
-            does not start from the attacker's inversion (answer-only, Crafter-z with
-            ``latent_noise=1``) skips the inversions altogether: per-frame crafting
-            costs less, and the release is the same.
+            (two attacker inversions per batch, in the diagnostics). Off, the release is
+            the same; the inversion of the release is skipped, and so is that of the raw
+            features when the method does not start from it (answer-only, Crafter-z with
+            ``latent_noise=1``) and images are given (the amortizer's guess stands in).
         device: Where crafting runs: ``"cpu"`` (the default) or ``"cuda[:N]"``. The
-            kit's networks are copied there; releases come back on the CPU. Random
-            draws are the CPU's seeded ones on every device.
+            kit's networks are copied there; encoding stays on the CPU (its bytes seed
+            the batch and key the repeat cache) and releases come back on the CPU.
+            Random draws are the CPU's seeded ones on every device, but a GPU's
+            arithmetic (TF32 convolutions, other summation orders) makes another
+            release from the same draws, as another machine would.
 
     Raises:
         KitError: ``utility="head"`` with a kit without a head.
@@ -130,7 +133,9 @@ class Crafter:
     ) -> None:
         self.device = resolve_device(device)
         self.kit = kit.to(self.device)
-        self.encoder = encoder or TorchEncoder(self.kit)
+        # Encoding stays on the CPU: the raw features' bytes fix the batch's seed and the
+        # repeat cache's keys, which must not depend on a GPU's arithmetic (TF32, algorithms per shape).
+        self.encoder = encoder or TorchEncoder(kit)
         self.config = config or CrafterConfig()
         if self.config.utility == "head" and kit.head is None:
             raise KitError(
@@ -141,7 +146,7 @@ class Crafter:
         self.progress = progress
         self.measure_privacy = measure_privacy
         self.method = METHODS[self.config.method](self.kit, self.config)
-        for module in kit.components().values():
+        for module in (*kit.components().values(), *self.kit.components().values()):
             module.eval()
 
     @property
@@ -285,7 +290,7 @@ class Crafter:
         else:
             seed = int(torch.randint(0, 2**62, (1,), generator=gen))
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                torch.default_generator.manual_seed(seed)  # the CPU's alone: a GPU's generators stay the caller's
                 critic = Critic(self.kit.architecture)
         return critic.to(self.device).train()
 

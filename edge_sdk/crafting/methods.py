@@ -304,6 +304,7 @@ class AnswerOnlyRelease(CraftingMethod):
 
     name = "answer-only"
     iterative = False
+
     def __init__(self, kit: Kit, config: CrafterConfig) -> None:
         super().__init__(kit, config)
         self._prototypes: torch.Tensor | None = None

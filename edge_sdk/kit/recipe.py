@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edge_sdk.data.images import ImageSpec
 from edge_sdk.data.orl import load_orl
+from edge_sdk.devices import resolve_device
 from edge_sdk.faces.alignment import ORL_TEMPLATE
 from edge_sdk.fileio import write_json
 from edge_sdk.kit.kit import Kit, save_kit
@@ -34,6 +35,7 @@ def train_orl_kit(
     The training log is saved beside the weights as ``training_log.json``.
     ``device`` is where the networks train (:func:`~edge_sdk.kit.training.train_kit`).
     """
+    resolve_device(device)  # a device this machine lacks fails before the faces are read
     arch = architecture or Architecture()
     spec = ImageSpec(size=arch.image_size, channels=arch.channels, face_template=ORL_TEMPLATE)
     kit, log = train_kit(

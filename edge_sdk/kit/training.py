@@ -314,8 +314,10 @@ def train_kit(
         name: Kit name for the manifest.
         data_description: Where the data came from, for the manifest.
         progress: Show progress bars.
-        device: Where the networks train: ``"cpu"`` (the default) or ``"cuda[:N]"``;
-            the data and every random draw stay on the CPU and batches are moved.
+        device: Where the networks train: ``"cpu"`` (the default) or ``"cuda[:N]"``.
+            The data and the seeded draws (batches, augmentation, latents) stay on the
+            CPU and batches are moved; Dropout draws from the device's generator, and
+            a GPU's training is not bit-reproducible (cuDNN's backward passes).
 
     Returns:
         The kit (networks in eval mode on the CPU; manifest without files until
@@ -336,7 +338,7 @@ def train_kit(
             f"public images have shape {tuple(public.images.shape[1:])}, architecture needs {arch.image_shape}"
         )
     with torch.random.fork_rng(devices=[]):  # seeded by the argument, the caller's state untouched
-        torch.manual_seed(cfg.seed)  # initial weights of every network
+        torch.default_generator.manual_seed(cfg.seed)  # initial weights (built on the CPU); GPU generators untouched
         models = {name: network.to(where) for name, network in build_models(arch).items()}
         encoder, head = models["encoder"], models["head"]
         generator, critic, amortizer = models["generator"], models["critic"], models["amortizer"]
