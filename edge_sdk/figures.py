@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-__all__ = ["image_grid", "plot_curves", "pyplot", "save_figure", "save_image_rows"]
+__all__ = ["image_grid", "plot_curves", "pyplot", "save_attribution_overlays", "save_figure", "save_image_rows"]
 
 
 def image_grid(images: torch.Tensor, *, columns: int, pad: int = 2, scale: int = 2) -> Image.Image:
@@ -73,4 +73,27 @@ def plot_curves(curves: Mapping[str, Sequence[float]], path: str | Path, *, titl
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def save_attribution_overlays(
+    images: torch.Tensor, maps: torch.Tensor, labels: Sequence[str], path: str | Path, *, columns: int = 8
+) -> Path:
+    """Faces ``(N, C, H, W)`` in ``[0, 1]`` with their attribution maps ``(N, H, W)`` over them, as one PNG.
+
+    Each map is scaled to its own maximum and drawn half-transparent (``inferno``);
+    each face is titled with ``labels[i]`` (the class explained).
+    """
+    plt = pyplot()
+    n = len(images)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, ax in enumerate(axes.flat[:n]):
+        face = images[i].detach().cpu().permute(1, 2, 0).numpy()
+        ax.imshow(face[..., 0] if face.shape[-1] == 1 else face, cmap="gray", vmin=0, vmax=1)
+        heat = maps[i].detach().cpu().numpy()
+        ax.imshow(heat / max(float(heat.max()), 1e-12), cmap="inferno", alpha=0.5, vmin=0, vmax=1)
+        ax.set_title(labels[i], fontsize=8)
     return save_figure(fig, path)

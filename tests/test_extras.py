@@ -109,6 +109,8 @@ def test_base_install_crafts_a_folder_of_photos(tmp_path: Path) -> None:
         ("edge-sdk", ["evaluate", "--out", "report"], "eval"),
         ("edge-sdk", ["export", "onnx", "--out", "onnx"], "export"),
         ("edge-sdk", ["data", "orl-faces", "--out", "faces"], "data"),
+        ("edge-sdk", ["explain", ".", "--out", "maps.npz"], "explain"),
+        ("edge-sdk", ["craft", ".", "--out", "crafted", "--ray"], "ray"),
         ("edge-cloud", ["keys", "list"], "server"),
         ("edge-sdk", ["cloud", "keys", "list"], "server"),
     ],

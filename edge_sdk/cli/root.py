@@ -9,6 +9,7 @@ from edge_sdk.cli.craft import craft
 from edge_sdk.cli.data_orl import orl_faces
 from edge_sdk.cli.encode import encode
 from edge_sdk.cli.evaluate import evaluate_command
+from edge_sdk.cli.explain import explain_command
 from edge_sdk.cli.export_onnx import export_onnx
 from edge_sdk.cli.kit_info import kit_info
 from edge_sdk.cli.kit_train import kit_train
@@ -29,6 +30,7 @@ app.add_typer(kit_app, name="kit")
 app.command("encode")(encode)
 app.command("craft")(craft)
 app.command("evaluate")(evaluate_command)
+app.command("explain")(explain_command)
 data_app = typer.Typer(help="Bundled data: the ORL faces with the project's split.", no_args_is_help=True)
 data_app.command("orl-faces")(orl_faces)
 app.add_typer(data_app, name="data")

@@ -1,0 +1,222 @@
+"""Attribution maps of the kit pipeline's answer, computed on the device (extra ``explain``: Captum).
+
+An app that shows why the kit head answered (a saliency map over the face) computes it
+here: :func:`explain` gives, per face, the head's predicted class and an ``(H, W)`` map
+in the frame of the aligned face the kit sees. Three methods, one class each in
+:data:`EXPLAINERS`:
+
+- ``"grad"``: the input gradient of the predicted class's logit (Simonyan et al. 2014,
+  the GNIME paper's "Grad"), its magnitude, the largest over colour channels;
+- ``"grad-cam"``: Grad-CAM (Selvaraju et al. 2017) at the encoder's output, the layer
+  whose features the device releases: ``ReLU(sum_k mean(dy/dA_k) A_k)``, upsampled
+  bilinearly to the image;
+- ``"integrated-gradients"``: Integrated Gradients (Sundararajan et al. 2017) from a
+  black image, 32 steps, the magnitude of the channel sum.
+
+An explanation computed on the raw image leaks the image: with the prediction, an
+inversion network reconstructs faces better than from the prediction alone
+(``../shared/papers/gnime-inversion-resistant-explanations.md``). Treat maps as
+private as the picture itself.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from edge_sdk.extras import require_extra
+from edge_sdk.kit.kit import Kit
+from edge_sdk.validation import check_batch
+
+__all__ = [
+    "EXPLAINERS",
+    "Explainer",
+    "Explanation",
+    "Grad",
+    "GradCAM",
+    "IntegratedGradientsMap",
+    "KitClassifier",
+    "explain",
+]
+
+
+class KitClassifier(nn.Module):
+    """The kit pipeline as one classifier: image ``(B, C, S, S)`` to the head's logits ``(B, K)``.
+
+    Raises:
+        KitError: The kit has no head (checked by :func:`explain`).
+    """
+
+    def __init__(self, kit: Kit) -> None:
+        super().__init__()
+        assert kit.head is not None
+        self.encoder, self.head = kit.encoder, kit.head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(images))
+
+
+class Explainer(ABC):
+    """One attribution method: a map ``(N, H, W)`` per image, for a given class per image."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def attribute(self, model: KitClassifier, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Maps ``(N, H, W)``, non-negative, for ``images`` ``(N, C, H, W)`` and classes ``target`` ``(N,)``."""
+
+
+class Grad(Explainer):
+    """``max_c |d logit_target / d x_c|``: the input gradient's magnitude (Captum's ``Saliency``)."""
+
+    name = "grad"
+
+    def attribute(self, model: KitClassifier, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        from captum.attr import Saliency
+
+        gradient = Saliency(model).attribute(images, target=target, abs=True)
+        return gradient.amax(dim=1)
+
+
+class GradCAM(Explainer):
+    """Grad-CAM at the encoder's output, upsampled bilinearly to the image (Captum's ``LayerGradCam``)."""
+
+    name = "grad-cam"
+
+    def attribute(self, model: KitClassifier, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        from captum.attr import LayerAttribution, LayerGradCam
+
+        cam = LayerGradCam(model, model.encoder).attribute(images, target=target, relu_attributions=True)
+        return LayerAttribution.interpolate(cam, tuple(images.shape[-2:]), interpolate_mode="bilinear")[:, 0]
+
+
+class IntegratedGradientsMap(Explainer):
+    """``|sum_c IG_c(x)|`` from a black image (Captum's ``IntegratedGradients``, Gauss-Legendre, ``steps``).
+
+    Args:
+        black: The model-space value of a black pixel (the kit's ``ImageSpec``).
+        steps: Points of the path integral.
+    """
+
+    name = "integrated-gradients"
+
+    def __init__(self, *, black: float, steps: int = 32) -> None:
+        self.black, self.steps = black, steps
+
+    def attribute(self, model: KitClassifier, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        from captum.attr import IntegratedGradients
+
+        baseline = torch.full_like(images, self.black)
+        attribution = IntegratedGradients(model).attribute(
+            images, baselines=baseline, target=target, n_steps=self.steps
+        )
+        return attribution.sum(dim=1).abs()
+
+
+EXPLAINERS: dict[str, type[Explainer]] = {
+    Grad.name: Grad,
+    GradCAM.name: GradCAM,
+    IntegratedGradientsMap.name: IntegratedGradientsMap,
+}
+"""Attribution methods by name (``edge-sdk explain --method``)."""
+
+
+@dataclass
+class Explanation:
+    """Attribution maps and the answers they explain.
+
+    Attributes:
+        maps: ``(N, H, W)`` float32, non-negative, in the frame of the kit's input
+            image (the aligned face); larger means more influence on the answer.
+        predicted: ``(N,)`` the kit head's class for each face (the class explained).
+        probabilities: ``(N, K)`` the head's class probabilities.
+        method: The attribution method's name.
+    """
+
+    maps: torch.Tensor
+    predicted: torch.Tensor
+    probabilities: torch.Tensor
+    method: str
+
+
+def _explainer(method: str, kit: Kit) -> Explainer:
+    if method not in EXPLAINERS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, EXPLAINERS))}, got {method!r}")
+    if method == IntegratedGradientsMap.name:
+        spec = kit.spec
+        return IntegratedGradientsMap(black=(0.0 - spec.mean) / spec.std)
+    return EXPLAINERS[method]()
+
+
+def explain(kit: Kit, images: torch.Tensor, *, method: str = "grad", batch_size: int = 32) -> Explanation:
+    """Explain the kit head's answer for each image with an attribution map.
+
+    Args:
+        kit: A kit with a head (the classifier explained is ``head(encoder(x))``).
+        images: ``(N, C, S, S)`` preprocessed images, as the kit takes them.
+        method: A key of :data:`EXPLAINERS`.
+        batch_size: Images attributed together.
+
+    Returns:
+        The maps, in the images' frame, and the predicted classes they explain.
+
+    Raises:
+        MissingExtraError: Captum is not installed (extra ``explain``).
+        KitError: The kit has no head.
+        TensorShapeError: ``images`` do not have the kit's image shape.
+        NonFiniteError: ``images`` hold NaN or infinity.
+        ValueError: Unknown ``method`` or ``batch_size`` below 1.
+
+    Example:
+        >>> from edge_sdk.kit import load_kit
+        >>> from edge_sdk.data.orl import load_orl
+        >>> kit = load_kit()
+        >>> result = explain(kit, load_orl("private-test").images[:2], method="grad-cam")
+        >>> tuple(result.maps.shape), bool((result.maps >= 0).all())
+        ((2, 64, 64), True)
+    """
+    from edge_sdk.errors import KitError
+
+    require_extra("explain", feature="explanations")
+    if kit.head is None:
+        raise KitError(f"kit {kit.manifest.name!r} has no head: there is no answer to explain")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    images = check_batch(images, kit.architecture.image_shape, name="images")
+    explainer = _explainer(method, kit)
+    model = KitClassifier(kit).eval()
+    maps, predicted, probabilities = [], [], []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].to(kit.device)
+        with torch.no_grad():
+            p = model(batch).softmax(dim=1)
+        target = p.argmax(dim=1)
+        with _frozen(model):
+            maps.append(explainer.attribute(model, batch.clone().requires_grad_(True), target).detach().cpu())
+        predicted.append(target.cpu())
+        probabilities.append(p.cpu())
+    return Explanation(
+        maps=torch.cat(maps).float(),
+        predicted=torch.cat(predicted),
+        probabilities=torch.cat(probabilities),
+        method=method,
+    )
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """Freeze the model's weights while attributing (no gradient accumulates in them), restoring after."""
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)

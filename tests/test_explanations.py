@@ -1,0 +1,98 @@
+"""Attribution maps of the kit head's answer, checked against gradients computed here by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from typer.testing import CliRunner
+
+from edge_sdk.cli import app
+from edge_sdk.console import EXIT_BAD_INPUT
+from edge_sdk.explanations import IntegratedGradientsMap, explain
+from edge_sdk.kit import Kit
+
+pytest.importorskip("captum", reason="Captum is not installed (extra 'explain')")
+
+runner = CliRunner()
+
+
+def _images(n: int = 5) -> torch.Tensor:
+    return torch.rand(n, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+def _answers(kit: Kit, images: torch.Tensor) -> torch.Tensor:
+    assert kit.head is not None
+    with torch.no_grad():
+        return kit.head(kit.encoder(images)).argmax(1)
+
+
+def test_grad_is_the_magnitude_of_the_input_gradient_of_the_answer(tiny_kit: Kit) -> None:
+    images = _images()
+    result = explain(tiny_kit, images, method="grad")
+    assert torch.equal(result.predicted, _answers(tiny_kit, images))
+    x = images.clone().requires_grad_(True)
+    assert tiny_kit.head is not None
+    logits = tiny_kit.head(tiny_kit.encoder(x))
+    (gradient,) = torch.autograd.grad(logits[torch.arange(len(x)), result.predicted].sum(), x)
+    torch.testing.assert_close(result.maps, gradient.abs().amax(dim=1))
+
+
+def test_grad_cam_weighs_the_encoder_output_by_its_mean_gradient(tiny_kit: Kit) -> None:
+    images = _images()
+    result = explain(tiny_kit, images, method="grad-cam")
+    assert tiny_kit.head is not None
+    features = tiny_kit.encoder(images).detach().requires_grad_(True)
+    logits = tiny_kit.head(features)
+    (gradient,) = torch.autograd.grad(logits[torch.arange(len(images)), result.predicted].sum(), features)
+    cam = F.relu((gradient.mean(dim=(2, 3), keepdim=True) * features).sum(dim=1, keepdim=True))
+    expected = F.interpolate(cam, size=(16, 16), mode="bilinear")[:, 0]
+    torch.testing.assert_close(result.maps, expected.detach())
+    assert result.maps.shape == (5, 16, 16) and bool((result.maps >= 0).all())
+
+
+def test_integrated_gradients_of_a_linear_classifier_are_input_times_weight() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    images, target, black = torch.randn(4, 2, 4, 4), torch.tensor([0, 2, 1, 2]), -1.0
+    maps = IntegratedGradientsMap(black=black, steps=8).attribute(model, images, target)  # type: ignore[arg-type]
+    weights = model[1].weight[target].view(4, 2, 4, 4).detach()
+    torch.testing.assert_close(maps, ((images - black) * weights).sum(dim=1).abs())
+
+
+def test_explaining_leaves_the_kit_as_it_was_and_does_not_depend_on_the_batch(tiny_kit: Kit) -> None:
+    before = {k: v.clone() for k, v in tiny_kit.encoder.state_dict().items()}
+    flags = [p.requires_grad for p in tiny_kit.encoder.parameters()]
+    whole = explain(tiny_kit, _images(), method="integrated-gradients")
+    pieces = explain(tiny_kit, _images(), method="integrated-gradients", batch_size=2)
+    torch.testing.assert_close(whole.maps, pieces.maps)
+    assert all(torch.equal(v, tiny_kit.encoder.state_dict()[k]) for k, v in before.items())
+    assert [p.requires_grad for p in tiny_kit.encoder.parameters()] == flags
+    assert all(p.grad is None for p in tiny_kit.encoder.parameters())
+    with pytest.raises(ValueError, match="method must be one of"):
+        explain(tiny_kit, _images(), method="lime")
+
+
+def test_explain_command_writes_maps_answers_and_an_overlay_figure(tmp_path: Path, tiny_kit_dir: Path) -> None:
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i in range(3):
+        Image.new("L", (20, 20), 30 + 60 * i).save(faces / f"{i}.png")
+    (faces / "broken.png").write_bytes(b"nope")
+    out, figure = tmp_path / "maps.npz", tmp_path / "maps.png"
+    args = ["explain", str(faces), "--out", str(out), "--kit", str(tiny_kit_dir), "--no-align", "-q"]
+    result = runner.invoke(app, [*args, "--method", "grad-cam", "--figure", str(figure)])
+    assert result.exit_code == 0, result.output
+    assert "explained 3 faces" in result.output and "skipped broken.png" in result.output
+    with np.load(out, allow_pickle=False) as data:
+        assert data["maps"].shape == (3, 16, 16) and list(data["files"]) == ["0.png", "1.png", "2.png"]
+        np.testing.assert_allclose(data["probabilities"].sum(1), 1.0, rtol=1e-5)
+        assert data["predicted"].tolist() == data["probabilities"].argmax(1).tolist()
+    assert Image.open(figure).format == "PNG"
+    bad = runner.invoke(app, [*args, "--method", "lime"])
+    assert bad.exit_code == EXIT_BAD_INPUT and "grad-cam" in bad.output
