@@ -83,7 +83,7 @@ class ExplanationInverter(nn.Module):
         torch.Size([2, 1, 64, 64])
     """
 
-    def __init__(self, *, classes: int, channels: int, width: int = 32, use_maps: bool = True) -> None:
+    def __init__(self, *, classes: int, channels: int, width: int = 16, use_maps: bool = True) -> None:
         super().__init__()
         self.use_maps = use_maps
         w = width
