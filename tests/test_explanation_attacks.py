@@ -62,7 +62,7 @@ def test_an_inverter_learns_faces_from_maps_and_predmi_ignores_the_map(tiny_kit:
         with torch.no_grad():
             return float((inverter(data.maps, data.probabilities) - data.images).pow(2).mean())
 
-    # Measured over tiny-kit seeds 0-4 (EDGE_SDK_TEST_SEED): 60 steps bring the error to 0.28-0.38 of the untrained one.
+    # Measured over tiny-kit seeds 0-4 (EDGE_SDK_TEST_SEED): 60 steps bring the error to 0.52-0.60 of the untrained one.
     assert loss(60) < 0.8 * loss(0)
     predmi = train_inverter(data, use_maps=False, steps=3, batch_size=8)
     with torch.no_grad():
