@@ -10,7 +10,8 @@ each) it trains:
 
 - PredMI: an inversion network from the head's prediction vector alone;
 - ExpMI: the same network from prediction and map (the map divided by its maximum);
-- GNIME's noise generator, in the paper's game against an inversion network (``--lam``);
+- GNIME's noise generator, in the paper's game against an inversion network (``--lam``),
+  its noise optionally rescaled to a mean square ``--gamma`` per map (the paper's Eq. 3);
 - adaptive ExpMI attackers on what the device would release: GNIME maps, and maps with
   Gaussian noise of GNIME's mean square distortion (RND). The device ships the noise
   generator, so an attacker applies it to its own public faces.
@@ -47,7 +48,7 @@ from edge_sdk.evaluation.explanation_attacks import (
 )
 from edge_sdk.evaluation.identity import train_identity_classifier
 from edge_sdk.evaluation.oracles import ClassifierOracle, IdentityOracle, SFaceOracle, identity_accuracy_of
-from edge_sdk.explanation_noise import ExplanationNoiseGenerator
+from edge_sdk.explanation_noise import ExplanationNoiseGenerator, rescale_noise
 from edge_sdk.figures import save_image_rows
 from edge_sdk.kit import Kit, load_kit
 from edge_sdk.metrics import psnr, ssim
@@ -81,12 +82,15 @@ def run_method(
     common = {"steps": args.steps, "seed": args.seed}
 
     noise: ExplanationNoiseGenerator = train_gnime(public, lam=args.lam, **common)
-    with torch.no_grad():
-        gnime_test = noise(test.maps, test.probabilities)
-        distortion = float((gnime_test - test.maps).pow(2).mean())
 
     def gnime(maps: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        return noise(maps, p)
+        noised = noise(maps, p)
+        # Eq. 3: the provider's bound on the distortion, per map.
+        return noised if args.gamma is None else rescale_noise(maps, noised, mse=args.gamma)
+
+    with torch.no_grad():
+        gnime_test = gnime(test.maps, test.probabilities)
+        distortion = float((gnime_test - test.maps).pow(2).mean())
 
     def gaussian(maps: torch.Tensor, p: torch.Tensor, *, seed: int = args.seed) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
@@ -130,6 +134,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="Adam steps of every network.")
     parser.add_argument("--copies", type=int, default=4, help="Explained copies of each public face (augmented).")
     parser.add_argument("--lam", type=float, default=1.0, help="GNIME's weight of the inverter's error (Eq. 2).")
+    parser.add_argument(
+        "--gamma", type=float, default=None, help="Eq. 3: GNIME's noise rescaled to this mean square per map."
+    )
     parser.add_argument("--grid", type=int, default=8, help="Faces in the reconstruction figure.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
