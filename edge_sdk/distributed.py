@@ -48,7 +48,7 @@ from edge_sdk.data.images import FacePolicy
 from edge_sdk.errors import EdgeSDKError, EmptyInputError, OutputWriteError
 from edge_sdk.extras import require_extra
 from edge_sdk.fileio import SHARD_MANIFEST, read_features, write_features, write_shard_manifest
-from edge_sdk.jobs import FolderJobResult, batch_done, batch_path, open_parts, write_batch
+from edge_sdk.jobs import FolderJobResult, batch_done, batch_path, crafting_settings, open_parts, write_batch
 from edge_sdk.kit import load_kit
 from edge_sdk.runtime import load_encoder
 
@@ -286,17 +286,9 @@ def craft_folder_on_ray(
     Crafter(loaded, config, encoder=load_encoder(loaded, encoder_onnx))
     files = list_images(folder)
     _check_output_folder(out, folder, restart=restart)
-    job_config = {
-        "command": "craft",
-        "kit": loaded.manifest.name,
-        "kit_path": str(loaded.path),
-        "crafted": True,
-        "crafter": asdict(config),
-        "encoder_backend": "onnxruntime" if encoder_onnx else "torch",
-        "encoder_onnx": str(encoder_onnx) if encoder_onnx else None,
-        "threads": threads_per_actor,
-        "faces": asdict(policy),
-    }
+    job_config = crafting_settings(
+        loaded, config, encoder_onnx=encoder_onnx, threads=threads_per_actor, faces=asdict(policy)
+    )
     open_parts(out, files=files, batch_size=batch_size, config=job_config, restart=False)
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     todo = [i for i in range(len(batches)) if not batch_done(out, i)]

@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from edge_sdk.crafting.config import CrafterConfig
 from edge_sdk.data.folder import FolderImages, iter_folder_batches, list_images
 from edge_sdk.data.images import FacePolicy, ImageSpec
 from edge_sdk.errors import EdgeSDKError, EmptyInputError
 from edge_sdk.fileio import read_features, write_features, write_json
+from edge_sdk.kit.kit import Kit
 
 __all__ = [
     "BatchTransform",
@@ -30,6 +32,7 @@ __all__ = [
     "ResumeMismatchError",
     "batch_done",
     "batch_path",
+    "crafting_settings",
     "open_parts",
     "parts_folder",
     "run_folder_job",
@@ -132,6 +135,23 @@ def run_folder_job(
         resumed_batches=resumed,
         diagnostics_path=diagnostics_path,
     )
+
+
+def crafting_settings(
+    kit: Kit, config: CrafterConfig, *, encoder_onnx: Path | None, threads: int, **extra: Any
+) -> dict[str, Any]:
+    """What a crafting job records with its output (and a resume must match): kit, crafting, encoder, threads."""
+    return {
+        "command": "craft",
+        "kit": kit.manifest.name,
+        "kit_path": str(kit.path),
+        "crafted": True,
+        "crafter": asdict(config),
+        "encoder_backend": "onnxruntime" if encoder_onnx else "torch",
+        "encoder_onnx": str(encoder_onnx) if encoder_onnx else None,
+        "threads": threads,
+        **extra,
+    }
 
 
 def parts_folder(out: Path) -> Path:

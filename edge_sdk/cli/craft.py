@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,7 +32,7 @@ from edge_sdk.data.folder import FolderImages, list_images, read_labels_csv
 from edge_sdk.data.images import FacePolicy
 from edge_sdk.distributed import craft_folder_on_ray
 from edge_sdk.errors import LabelFileError
-from edge_sdk.jobs import parts_folder, run_folder_job
+from edge_sdk.jobs import crafting_settings, parts_folder, run_folder_job
 from edge_sdk.kit import load_kit
 from edge_sdk.runtime import load_encoder
 
@@ -175,19 +174,15 @@ def craft(
             }
         return features, diagnostics
 
-    job_config = {
-        "command": "craft",
-        "kit": loaded.manifest.name,
-        "kit_path": str(loaded.path),
-        "crafted": True,
-        "crafter": asdict(config),
-        "encoder_backend": runtime.backend,
-        "encoder_onnx": str(encoder_onnx) if encoder_onnx else None,
-        "upload": upload,
-        "dataset": dataset,
-        "threads": torch.get_num_threads(),
-        "device": device,
-    }
+    job_config = crafting_settings(
+        loaded,
+        config,
+        encoder_onnx=encoder_onnx,
+        threads=torch.get_num_threads(),
+        upload=upload,
+        dataset=dataset,
+        device=device,
+    )
     result = run_folder_job(
         folder,
         out,
