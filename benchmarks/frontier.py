@@ -1,15 +1,19 @@
 """The privacy-utility frontier: every release the SDK offers, attacked every way and used for new tasks.
 
     .venv/bin/python benchmarks/frontier.py --out benchmarks/results/frontier
+    .venv/bin/python benchmarks/frontier.py --configured intrapersonal \
+        --only intrapersonal-beta-0.5,answer-only --no-baselines --out DIR   # part of it
 
 Each release (raw features, the default Crafter-z with head utility, the same from
 partial and no fresh noise, the paper's Crafter-z with feature utility, the
-feature-space Crafter, Gaussian noise at the default's distortion, answer-only) is
-made of all 400 ORL faces and judged twice by :func:`edge_sdk.evaluation.evaluate`:
+feature-space Crafter, Gaussian noise at the configured release's distortion,
+answer-only, Crafter-z with the intrapersonal utility) is made of all 400 ORL faces
+and judged twice by :func:`edge_sdk.evaluation.evaluate`:
 
 * privacy: the worst identity accuracy over every attack (white-box, amortized,
-  decoder, hybrid, A1 decoder and generator, A2; A3 on the default), with both
-  identity oracles, on the 80 private-test faces of 20 people (chance 0.05);
+  decoder, hybrid, A1 decoder and generator, A2; A3), with both
+  identity oracles, on the 80 private-test faces of 20 people (chance 0.05); A3 runs
+  on the configured release (``--configured``, the default preset unless given);
 * utility: new heads (linear and MLP) trained on the releases of some people and
   tested on those of others (identity-disjoint 5-fold cross-validation over the 40
   people) for the kit's pose task and four tasks it never saw; the retained share
@@ -42,18 +46,30 @@ from edge_sdk.kit import load_kit
 PRIVACY_BOUND = 0.10  # the default's rule: worst case over all attacks at most this, both oracles
 
 
-def releases(seed: int) -> list[tuple[str, CrafterConfig]]:
-    """The releases besides raw, the default, Gaussian noise and the paper's Crafter-z (built into evaluate)."""
-    return [
-        ("crafter-z (head utility, latent noise 0.5)", CrafterConfig(seed=seed, latent_noise=0.5)),
-        ("crafter-z (head utility, latent noise 0)", CrafterConfig(seed=seed, latent_noise=0.0)),
-        ("crafter, feature space (preset feature, beta=0.2)", PRESETS["feature"](seed=seed)),
-        ("answer-only (kit head's class)", PRESETS["answer-only"](seed=seed)),
-    ]
+def releases(seed: int) -> dict[str, tuple[str, CrafterConfig]]:
+    """The releases besides raw, the configured one, Gaussian noise and the paper's Crafter-z (built into evaluate).
+
+    Keyed by the name ``--only`` and ``--configured`` take.
+    """
+    return {
+        "default": ("crafter-z (head utility, latent noise 1)", CrafterConfig(seed=seed)),
+        "latent-noise-0.5": ("crafter-z (head utility, latent noise 0.5)", CrafterConfig(seed=seed, latent_noise=0.5)),
+        "latent-noise-0": ("crafter-z (head utility, latent noise 0)", CrafterConfig(seed=seed, latent_noise=0.0)),
+        "feature": ("crafter, feature space (preset feature, beta=0.2)", PRESETS["feature"](seed=seed)),
+        "answer-only": ("answer-only (kit head's class)", PRESETS["answer-only"](seed=seed)),
+        "intrapersonal": (
+            "crafter-z, intrapersonal utility (preset intrapersonal, beta=1)",
+            PRESETS["intrapersonal"](seed=seed),
+        ),
+        "intrapersonal-beta-0.5": (
+            "crafter-z, intrapersonal utility (beta=0.5)",
+            PRESETS["intrapersonal"](seed=seed, beta=0.5),
+        ),
+    }
 
 
 def frontier_rows(report: EvaluationReport) -> list[dict[str, Any]]:
-    """One row per release: worst case per oracle (A3 included for the default), retained shares, agreement."""
+    """One row per release: worst case per oracle (A3 in the configured one's), retained shares, agreement."""
     a3 = {
         oracle: max((row[f"identity_{oracle}"] for row in report.a3), default=0.0) for oracle in ("sface", "classifier")
     }
@@ -96,8 +112,9 @@ def markdown(
         "# Privacy-utility frontier",
         "",
         f"Privacy: worst identity accuracy over every attack on {faces['attacked']} private-test faces of "
-        f"{faces['people']} people (chance {faces['chance']:.2f}); A3 included for the default. Utility: new heads "
-        "trained on releases of other people (identity-disjoint 5-fold cross-validation over the 40 ORL people); "
+        f"{faces['people']} people (chance {faces['chance']:.2f}); A3 included for the configured release. "
+        "Utility: new heads trained on releases of other people (identity-disjoint 5-fold cross-validation "
+        "over the 40 ORL people); "
         "retained share = (released - chance) / (raw - chance), averaged over head families per task; mean and "
         "minimum over the tasks the kit never saw.",
         "",
@@ -159,17 +176,38 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="the quick attack budgets (minutes, not an hour)")
     parser.add_argument("--keep-report", type=Path, default=None, help="also torch.save the report object here")
+    parser.add_argument(
+        "--configured",
+        default="default",
+        choices=sorted(PRESETS),
+        help="the preset evaluated as the configured release (A3 runs on it)",
+    )
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated releases besides the configured one (default: all of " + ", ".join(releases(0)) + ")",
+    )
+    parser.add_argument(
+        "--no-baselines", action="store_true", help="leave out Gaussian noise and the paper's Crafter-z"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     base = EvaluationConfig.quick() if args.quick else EvaluationConfig()
-    config = replace(base, betas=(), baselines=True, development=True, seed=args.seed)
+    config = replace(base, betas=(), baselines=not args.no_baselines, development=True, seed=args.seed)
+    configured = PRESETS[args.configured](seed=args.seed)
+    available = releases(args.seed)
+    chosen = args.only.split(",") if args.only else list(available)
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        parser.error(f"unknown release(s) {unknown}; choose from {sorted(available)}")
+    extra = [available[key] for key in chosen if available[key][1] != configured]
     kit = load_kit()
     start = time.perf_counter()
     report = evaluate(
         kit,
-        crafter_config=CrafterConfig(seed=args.seed),
+        crafter_config=configured,
         config=config,
-        defences=releases(args.seed),
+        defences=extra,
         log=lambda line: print(f"[{time.perf_counter() - start:7.0f}s] {line}", flush=True),
     )
     if args.keep_report is not None:
@@ -182,6 +220,9 @@ def main() -> None:
         args.out / "frontier.json",
         {
             "privacy_bound": PRIVACY_BOUND,
+            "configured": args.configured,
+            "releases": chosen,
+            "baselines": not args.no_baselines,
             "faces": report.faces,
             "seconds": report.seconds,
             "rows": rows,

@@ -49,7 +49,7 @@ def test_saved_manifest_records_checksums_and_versions(tiny_kit_dir: Path) -> No
     data = json.loads((tiny_kit_dir / "manifest.json").read_text())
     assert data["format"] == "edge-sdk-kit"
     assert data["feature_shape"] == [4, 4, 4]
-    assert set(data["files"]) == {"encoder", "head", "generator", "critic", "amortizer"}
+    assert set(data["files"]) == {"encoder", "head", "generator", "critic", "amortizer", "intrapersonal"}
     assert all(len(entry["sha256"]) == 64 for entry in data["files"].values())
     assert {"edge_sdk", "torch"} <= set(data["versions"])
 

@@ -61,7 +61,8 @@ def test_training_run_changes_every_network_and_logs_finite_losses(tmp_path: Pat
             return float((amortizer(kit.encoder(kit.generator(z))) - z).pow(2).mean())
 
     assert latent_error(kit.amortizer) < 0.95 * latent_error(untrained.amortizer)
-    assert set(log.seconds) == {"pose", "gan", "amortizer"}
+    assert set(log.seconds) == {"pose", "gan", "amortizer", "intrapersonal"}
+    assert kit.intrapersonal is not None and kit.intrapersonal.fitted
     saved = save_kit(kit, tmp_path / "kit")
     again = load_kit(tmp_path / "kit")
     assert again.manifest.training["config"]["seed"] == shifted_seed(3)

@@ -63,7 +63,8 @@ PresetOption = Annotated[
     typer.Option(
         help="'default' (Crafter-z keeping the kit head's answers: the measured choice, resists decoder "
         "attacks), 'feature' (feature-space Crafter, features within ~15% of the raw ones), 'paper' "
-        "(the paper's Alg. 1 settings) or 'answer-only' (the kit head's answer alone, shaped as a feature)."
+        "(the paper's Alg. 1 settings), 'answer-only' (the kit head's answer alone, shaped as a feature) or "
+        "'intrapersonal' (Crafter-z keeping pose, expression and light for new heads, and the head's answers)."
     ),
 ]
 LatentNoiseOption = Annotated[

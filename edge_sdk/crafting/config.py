@@ -17,12 +17,12 @@ FeatureOptimizer = Literal["adam", "normalized"]
 Hessian = Literal["gauss-newton", "exact"]
 PrivacyLossName = Literal["critic", "emd"]
 CriticInit = Literal["fresh", "kit"]
-Utility = Literal["feature", "head"]
+Utility = Literal["feature", "head", "intrapersonal"]
 
 # Validation tables of CrafterConfig; the method's choices are the registry's (METHODS).
 _COUNTS = ("steps", "inversion_steps", "inner_steps", "solver_iterations", "critic_steps", "final_inversion_steps")
 _RATES = ("lr", "inner_lr", "critic_lr", "neumann_alpha", "latent_lr")
-_WEIGHTS = ("beta", "damping", "latent_weight", "gp_weight")
+_WEIGHTS = ("beta", "damping", "latent_weight", "gp_weight", "head_weight")
 _CHOICES: dict[str, tuple[str, ...]] = {
     "solver": get_args(Solver),
     "feature_optimizer": get_args(FeatureOptimizer),
@@ -101,7 +101,13 @@ class CrafterConfig:
             released ones (the head's answers are kept while the feature may move far
             from ``F0``; needs a kit with a head); ``"feature"``, the relative
             distortion ``||F_i - F0_i|| / ||F0_i||`` (task agnostic, but a decoder
-            reads the person through a small distortion).
+            reads the person through a small distortion); ``"intrapersonal"``, the
+            relative distance of the release's coordinates in the kit's intrapersonal
+            subspace (how pictures of one person differ: pose, expression, light;
+            fitted on public people) plus ``head_weight`` times the head's KL: the
+            release keeps what new heads on tasks nobody declared read, while where
+            people differ is pulled to the prior (needs a kit with that subspace).
+        head_weight: Weight of the head's KL within the ``"intrapersonal"`` utility.
         seed: Seed; with the batch content it fixes every random draw.
     """
 
@@ -131,6 +137,7 @@ class CrafterConfig:
     latent_lr: float = 0.05
     latent_noise: float = 1.0
     utility: Utility = "head"
+    head_weight: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -193,12 +200,25 @@ class CrafterConfig:
     def answer_only(cls, **overrides: Any) -> CrafterConfig:
         """Release the kit head's answer alone, shaped as a feature (``method="answer-only"``).
 
-        Nothing is optimised: each face's release is the mean feature of the public
-        prior faces the head puts in the same class. It keeps exactly the head's
+        Nothing is optimised: each face's release is the feature of the public prior
+        face the head puts in the same class most confidently. It keeps exactly the head's
         answer; what new heads learn from it is measured beside the crafted releases
         (``benchmarks/frontier.py``).
         """
         return replace(cls(method="answer-only"), **overrides)
+
+    @classmethod
+    def intrapersonal(cls, **overrides: Any) -> CrafterConfig:
+        """Crafter-z that keeps how the picture differs from others of the same person.
+
+        The latent starts at a fresh prior face and is pulled to the prior while the
+        release keeps the raw feature's coordinates in the kit's intrapersonal subspace
+        (pose, expression, light: :class:`~edge_sdk.kit.models.IntrapersonalSubspace`):
+        useful to new heads on tasks nobody declared, with where people differ left to
+        the prior. ``head_weight > 0`` also keeps the kit head's answers. Measured beside
+        every other release in ``benchmarks/frontier.py``.
+        """
+        return replace(cls(utility="intrapersonal", beta=1.0, head_weight=0.0), **overrides)
 
 
 PRESETS: dict[str, Callable[..., CrafterConfig]] = {
@@ -206,5 +226,6 @@ PRESETS: dict[str, Callable[..., CrafterConfig]] = {
     "feature": CrafterConfig.feature,
     "paper": CrafterConfig.paper,
     "answer-only": CrafterConfig.answer_only,
+    "intrapersonal": CrafterConfig.intrapersonal,
 }
 """Named crafting configurations (``edge-sdk craft --preset NAME``); each takes overrides."""

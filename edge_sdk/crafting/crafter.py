@@ -24,7 +24,15 @@ from torch import nn
 
 from edge_sdk.crafting.cache import RepeatCache
 from edge_sdk.crafting.config import PRESETS, CrafterConfig
-from edge_sdk.crafting.losses import CriticEMD, ExactEMD, FeatureDistance, HeadKL, PrivacyLoss, UtilityLoss
+from edge_sdk.crafting.losses import (
+    CriticEMD,
+    ExactEMD,
+    FeatureDistance,
+    HeadKL,
+    IntrapersonalDistance,
+    PrivacyLoss,
+    UtilityLoss,
+)
 from edge_sdk.crafting.methods import METHODS, CraftingOutcome, CraftingProblem
 from edge_sdk.crafting.pii import epsilon_pii
 from edge_sdk.data.images import to_unit_range
@@ -142,6 +150,11 @@ class Crafter:
                 f"kit {kit.manifest.name!r} has no head, which utility='head' (the default) keeps the answers of; "
                 "craft with CrafterConfig.feature() or a kit with a head"
             )
+        if self.config.utility == "intrapersonal" and (kit.intrapersonal is None or not kit.intrapersonal.fitted):
+            raise KitError(
+                f"kit {kit.manifest.name!r} has no intrapersonal subspace, which utility='intrapersonal' keeps the "
+                "coordinates in; retrain the kit (edge-sdk kit train) or craft with another utility"
+            )
         self.cache = cache if cache is not None else RepeatCache(scope=self.scope)
         self.progress = progress
         self.measure_privacy = measure_privacy
@@ -247,6 +260,11 @@ class Crafter:
     def _utility_loss(self, raw: torch.Tensor) -> UtilityLoss:
         if self.config.utility == "feature":
             return FeatureDistance(raw)
+        if self.config.utility == "intrapersonal":
+            assert self.kit.intrapersonal is not None  # checked in __init__
+            return IntrapersonalDistance(
+                self.kit.intrapersonal, raw, head=self.kit.head, head_weight=self.config.head_weight
+            )
         assert self.kit.head is not None  # checked in __init__
         return HeadKL(self.kit.head, raw)
 

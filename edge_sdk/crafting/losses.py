@@ -8,8 +8,9 @@ Each is *fitted* to the current reconstructions once per step and returns the
 differentiable objective of that step.
 
 Utility losses measure what the release keeps of the raw feature ``F0``:
-:class:`FeatureDistance` (relative distortion, task agnostic) and :class:`HeadKL`
-(the kit head's answers).
+:class:`FeatureDistance` (relative distortion, task agnostic), :class:`HeadKL`
+(the kit head's answers) and :class:`IntrapersonalDistance` (how the face differs
+from other pictures of the same person: pose, expression, light).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import torch
 from torch import nn
 
 from edge_sdk.crafting.pii import image_cost, transport_plan
-from edge_sdk.kit.models import gradient_penalty
+from edge_sdk.kit.models import IntrapersonalSubspace, gradient_penalty
 
 __all__ = [
     "CriticEMD",
     "ExactEMD",
     "FeatureDistance",
     "HeadKL",
+    "IntrapersonalDistance",
     "PrivacyLoss",
     "UtilityLoss",
 ]
@@ -156,3 +158,35 @@ class HeadKL:
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         log_p = torch.log_softmax(self.head(features), dim=1)
         return (self.raw_log_p.exp() * (self.raw_log_p - log_p)).sum(dim=1).mean()
+
+
+class IntrapersonalDistance:
+    """Mean ``||P(F_i) - P(F0_i)|| / ||F0_i||``, ``P`` the kit's intrapersonal subspace, plus the head's KL.
+
+    Keeps what varies between pictures of one person (pose, expression, light: the
+    subspace of :class:`~edge_sdk.kit.models.IntrapersonalSubspace`, fitted on public
+    people) and leaves the rest of the feature, where people differ, to the privacy
+    loss. With ``head`` given, ``head_weight * KL(head(F0) || head(F))`` is added so the
+    kit head's answers are kept too.
+
+    Args:
+        subspace: The kit's intrapersonal subspace.
+        raw: The raw features ``F0``, shape ``(B, ...)``.
+        head: The kit head, or ``None``.
+        head_weight: Weight of the head's KL divergence.
+    """
+
+    def __init__(
+        self, subspace: IntrapersonalSubspace, raw: torch.Tensor, *, head: nn.Module | None = None, head_weight: float
+    ) -> None:
+        self.subspace = subspace
+        with torch.no_grad():
+            self.raw_coordinates = subspace(raw)
+        self.raw_norm = raw.flatten(1).norm(dim=1).clamp_min(1e-6)
+        self.head_kl = HeadKL(head, raw) if head is not None and head_weight > 0 else None
+        self.head_weight = head_weight
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        distance = (self.subspace(features) - self.raw_coordinates).pow(2).sum(1).add(1e-12).sqrt()
+        loss = (distance / self.raw_norm).mean()
+        return loss + self.head_weight * self.head_kl(features) if self.head_kl is not None else loss

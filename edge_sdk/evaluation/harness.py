@@ -392,7 +392,7 @@ def _defences(
 
 def _label(config: CrafterConfig) -> str:
     """How a crafting configuration is named in reports."""
-    notes = ["head utility"] if config.utility == "head" else []
+    notes = [f"{config.utility} utility"] if config.utility != "feature" else []
     if config.method == "crafter-z" and config.latent_noise > 0:
         notes.append(f"latent noise {config.latent_noise:g}")
     return config.method + (f" ({', '.join(notes)})" if notes else "")

@@ -25,7 +25,16 @@ from edge_sdk.errors import (
 )
 from edge_sdk.fileio import atomic_write
 from edge_sdk.kit.manifest import COMPONENTS, ComponentFile, KitManifest
-from edge_sdk.kit.models import Amortizer, Architecture, Critic, Encoder, Generator, PoseHead, build_models
+from edge_sdk.kit.models import (
+    Amortizer,
+    Architecture,
+    Critic,
+    Encoder,
+    Generator,
+    IntrapersonalSubspace,
+    PoseHead,
+    build_models,
+)
 from edge_sdk.validation import check_batch
 
 __all__ = ["MANIFEST_NAME", "Kit", "default_kit_path", "load_kit", "save_kit"]
@@ -44,6 +53,8 @@ class Kit:
         amortizer: Feature to latent; warm start of the inversion.
         head: Feature to task logits (deployment scenario), if the kit has one.
         critic: WGAN-GP critic from the generator's training, if kept.
+        intrapersonal: How one person's features vary, fitted on the public faces
+            (the ``"intrapersonal"`` crafting utility keeps a release's coordinates in it).
         path: Folder the kit was loaded from, if any.
     """
 
@@ -53,6 +64,7 @@ class Kit:
     amortizer: Amortizer
     head: PoseHead | None = None
     critic: Critic | None = None
+    intrapersonal: IntrapersonalSubspace | None = None
     path: Path | None = None
 
     @property
@@ -187,6 +199,7 @@ def load_kit(path: str | Path | None = None, *, verify: bool = True) -> Kit:
         amortizer=loaded["amortizer"],  # type: ignore[arg-type]
         head=loaded.get("head"),  # type: ignore[arg-type]
         critic=loaded.get("critic"),  # type: ignore[arg-type]
+        intrapersonal=loaded.get("intrapersonal"),  # type: ignore[arg-type]
         path=folder,
     )
 

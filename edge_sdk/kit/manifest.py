@@ -15,8 +15,11 @@ __all__ = ["COMPONENTS", "FORMAT", "FORMAT_VERSION", "REQUIRED_COMPONENTS", "Com
 
 FORMAT = "edge-sdk-kit"
 FORMAT_VERSION = 1
-COMPONENTS = ("encoder", "head", "generator", "critic", "amortizer")
+COMPONENTS = ("encoder", "head", "generator", "critic", "amortizer", "intrapersonal")
 REQUIRED_COMPONENTS = ("encoder", "generator", "amortizer")
+# Architecture fields added after format version 1 was fixed: a manifest written before
+# them is read with their default.
+_ADDED_FIELDS = ("intrapersonal_rank",)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.safetensors$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -111,7 +114,7 @@ class KitManifest:
         ):
             raise fail("field 'image.face_template' must be a list of [x, y] pairs or null")
         image = _build(ImageSpec, image_values, "image", fail, extra={"face_template": template})
-        arch = _build(Architecture, section("architecture", dict), "architecture", fail)
+        arch = _build(Architecture, section("architecture", dict), "architecture", fail, optional=_ADDED_FIELDS)
         if image.size != arch.image_size or image.channels != arch.channels:
             raise fail("image size/channels disagree with architecture")
         shape = section("feature_shape", list)
@@ -156,14 +159,21 @@ class KitManifest:
         )
 
 
-def _build(kind: Any, values: dict[str, Any], where: str, fail: Any, extra: dict[str, Any] | None = None) -> Any:
-    """``kind(**values, **extra)`` with every numeric field of ``kind`` present in ``values``."""
+def _build(
+    kind: Any,
+    values: dict[str, Any],
+    where: str,
+    fail: Any,
+    extra: dict[str, Any] | None = None,
+    optional: tuple[str, ...] = (),
+) -> Any:
+    """``kind(**values, **extra)`` with every numeric field of ``kind`` but ``optional`` ones present in ``values``."""
     extra = extra or {}
     known = {f.name: f.type for f in dataclasses.fields(kind) if f.name not in extra}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise fail(f"unknown field(s) in '{where}': {', '.join(unknown)}")
-    missing = sorted(set(known) - set(values))
+    missing = sorted(set(known) - set(values) - set(optional))
     if missing:
         raise fail(f"missing field(s) in '{where}': {', '.join(missing)}")
     for key, value in values.items():

@@ -21,6 +21,7 @@ __all__ = [
     "Critic",
     "Encoder",
     "Generator",
+    "IntrapersonalSubspace",
     "PoseHead",
     "build_models",
     "gradient_penalty",
@@ -42,6 +43,7 @@ class Architecture:
         amortizer_width: Base width of the amortizer.
         head_width: Base width of the pose head.
         num_classes: Classes of the head's task.
+        intrapersonal_rank: Dimensions of the kit's :class:`IntrapersonalSubspace`.
     """
 
     image_size: int = 64
@@ -54,6 +56,7 @@ class Architecture:
     amortizer_width: int = 64
     head_width: int = 64
     num_classes: int = 3
+    intrapersonal_rank: int = 16
 
     def __post_init__(self) -> None:
         size = self.image_size
@@ -200,6 +203,80 @@ class Amortizer(nn.Module):
         return self.net(features)
 
 
+class IntrapersonalSubspace(nn.Module):
+    """How one person's features vary (pose, expression, light), learned on public people.
+
+    The intrapersonal subspace of Moghaddam, Jebara and Pentland ("Bayesian face
+    recognition", Pattern Recognition 33, 2000): the top principal directions of the
+    features of public faces around their own person's mean. Variation along it is what
+    changes between pictures of one person; what tells people apart lies mostly
+    outside it. ``forward`` gives a feature's coordinates in it.
+
+    Buffers:
+        basis: ``(D, rank)`` orthonormal columns, ``D = F * H * W`` of the feature.
+        variance: ``(rank,)`` variance of the public residuals along each column.
+
+    Example:
+        >>> arch = Architecture(image_size=16, feature_channels=2, intrapersonal_rank=3)
+        >>> subspace = IntrapersonalSubspace(arch)
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> _ = subspace.fit(torch.randn(12, 2, 4, 4, generator=gen), torch.arange(4).repeat(3))
+        >>> subspace(torch.randn(5, 2, 4, 4)).shape
+        torch.Size([5, 3])
+    """
+
+    basis: torch.Tensor
+    variance: torch.Tensor
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        self.register_buffer("basis", torch.zeros(math.prod(arch.feature_shape), arch.intrapersonal_rank))
+        self.register_buffer("variance", torch.zeros(arch.intrapersonal_rank))
+
+    @property
+    def rank(self) -> int:
+        """Dimensions of the subspace."""
+        return int(self.basis.shape[1])
+
+    @property
+    def fitted(self) -> bool:
+        """Whether :meth:`fit` has run (a built subspace is all zeros)."""
+        return bool((self.variance > 0).any())
+
+    def fit(self, features: torch.Tensor, identity: torch.Tensor) -> IntrapersonalSubspace:
+        """Fit in place to public features ``(N, F, H, W)`` of people ``identity`` ``(N,)``; returns itself.
+
+        Raises:
+            ValueError: Fewer residual dimensions (faces minus people) than the rank,
+                or shapes that do not match.
+        """
+        flat = features.detach().flatten(1).double()
+        if flat.shape[1] != self.basis.shape[0] or identity.shape != (flat.shape[0],):
+            raise ValueError(
+                f"features {tuple(features.shape)} and identity {tuple(identity.shape)} do not fit a subspace "
+                f"of {self.basis.shape[0]} dimensions"
+            )
+        people, index = torch.unique(identity, return_inverse=True)
+        if flat.shape[0] - len(people) < self.rank:
+            raise ValueError(
+                f"{flat.shape[0]} faces of {len(people)} people give {flat.shape[0] - len(people)} intrapersonal "
+                f"dimensions, fewer than the rank {self.rank}"
+            )
+        means = torch.zeros(len(people), flat.shape[1], dtype=flat.dtype).index_add_(0, index, flat)
+        means /= torch.bincount(index, minlength=len(people)).unsqueeze(1)
+        residuals = flat - means[index]
+        _, singular, vh = torch.linalg.svd(residuals, full_matrices=False)
+        # A fixed sign per direction (largest entry positive), so a refit gives the same buffers.
+        signs = torch.sign(vh[: self.rank].gather(1, vh[: self.rank].abs().argmax(1, keepdim=True)))
+        self.basis.copy_((vh[: self.rank] * signs).T.to(self.basis.dtype))
+        self.variance.copy_((singular[: self.rank] ** 2 / (flat.shape[0] - len(people))).to(self.variance.dtype))
+        return self
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Coordinates ``(B, rank)`` of features ``(B, F, H, W)`` in the subspace."""
+        return features.flatten(1) @ self.basis
+
+
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     """WGAN-GP penalty ``E[(||grad D(x_hat)|| - 1)^2]`` on random interpolates (Gulrajani et al. 2017).
 
@@ -226,4 +303,5 @@ def build_models(arch: Architecture) -> dict[str, nn.Module]:
         "generator": Generator(arch),
         "critic": Critic(arch),
         "amortizer": Amortizer(arch),
+        "intrapersonal": IntrapersonalSubspace(arch),
     }

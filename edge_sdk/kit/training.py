@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -28,12 +28,21 @@ from edge_sdk.kit.models import (
     Critic,
     Encoder,
     Generator,
+    IntrapersonalSubspace,
     PoseHead,
     build_models,
     gradient_penalty,
 )
 
-__all__ = ["TrainingConfig", "TrainingLog", "augment", "gradient_penalty", "train_generator", "train_kit"]
+__all__ = [
+    "TrainingConfig",
+    "TrainingLog",
+    "augment",
+    "fit_intrapersonal",
+    "gradient_penalty",
+    "train_generator",
+    "train_kit",
+]
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,31 @@ def _train_pose(
         log.pose_train_accuracy.append(correct / total)
     encoder.eval()
     head.eval()
+
+
+def _fit_intrapersonal(subspace: IntrapersonalSubspace, encoder: Encoder, public: FaceSet) -> None:
+    """The intrapersonal subspace of the trained encoder's features of the public faces (no augmentation)."""
+    device = next(encoder.parameters()).device
+    with torch.no_grad():
+        features = torch.cat([encoder(public.images[i : i + 64].to(device)).cpu() for i in range(0, len(public), 64)])
+    subspace.cpu().fit(features, public.identity)
+
+
+def fit_intrapersonal(kit: Kit, public: FaceSet) -> Kit:
+    """A copy of ``kit`` with its intrapersonal subspace fitted to the public faces, as kit training does.
+
+    For kits trained before the subspace was part of a kit; the other networks are kept.
+
+    Args:
+        kit: The kit (its encoder makes the features).
+        public: Public faces with their people (``identity``), several pictures each.
+
+    Raises:
+        ValueError: Too few pictures per person for the architecture's rank.
+    """
+    subspace = IntrapersonalSubspace(kit.architecture)
+    _fit_intrapersonal(subspace, kit.encoder, public)
+    return replace(kit, intrapersonal=subspace.to(kit.device).eval())
 
 
 def _train_gan(
@@ -347,6 +381,7 @@ def train_kit(
             ("pose", lambda rng: _train_pose(encoder, head, pose_train, cfg, rng, log, progress)),  # type: ignore[arg-type]
             ("gan", lambda rng: _train_gan(generator, critic, public, arch, cfg, rng, log, progress)),  # type: ignore[arg-type]
             ("amortizer", lambda rng: _train_amortizer(amortizer, generator, encoder, arch, cfg, rng, log, progress)),  # type: ignore[arg-type]
+            ("intrapersonal", lambda rng: _fit_intrapersonal(models["intrapersonal"], encoder, public)),  # type: ignore[arg-type]
         ]
         for offset, (stage, run) in enumerate(stages):
             # One generator per stage, so a stage's draws do not depend on the settings of another.

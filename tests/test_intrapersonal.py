@@ -1,0 +1,123 @@
+"""The intrapersonal subspace and the crafting utility that keeps a release's coordinates in it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY
+from edge_sdk.crafting import Crafter, CrafterConfig
+from edge_sdk.crafting.losses import IntrapersonalDistance
+from edge_sdk.errors import KitError
+from edge_sdk.kit import Architecture, Kit, load_kit
+from edge_sdk.kit.models import IntrapersonalSubspace
+
+
+def _people(people: int, pictures: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features ``(N, 4, 4, 4)``: a person's offset in dimensions 0-9, their picture's variation in 10-19."""
+    gen = torch.Generator().manual_seed(seed)
+    identity = torch.arange(people).repeat_interleave(pictures)
+    flat = torch.zeros(len(identity), 64)
+    flat[:, :10] = 5 * torch.randn(people, 10, generator=gen)[identity]
+    flat[:, 10:20] = torch.randn(len(identity), 10, generator=gen) * torch.linspace(3, 1, 10)
+    return flat.view(-1, 4, 4, 4), identity
+
+
+def test_the_subspace_is_the_principal_directions_of_features_around_their_person_mean() -> None:
+    features, identity = _people(people=6, pictures=5, seed=0)
+    subspace = IntrapersonalSubspace(Architecture(image_size=16, feature_channels=4, intrapersonal_rank=5))
+    subspace.fit(features, identity)
+    # Independent reference: numpy's SVD of the residuals from each person's mean.
+    flat, ids = features.flatten(1).double().numpy(), identity.numpy()
+    means = np.stack([flat[ids == p].mean(0) for p in range(6)])
+    _, singular, vh = np.linalg.svd(flat - means[ids], full_matrices=False)
+    reference = vh[:5].T @ vh[:5]
+    basis = subspace.basis.double().numpy()
+    np.testing.assert_allclose(basis @ basis.T, reference, atol=1e-5)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(5), atol=1e-5)
+    np.testing.assert_allclose(subspace.variance.numpy(), singular[:5] ** 2 / (30 - 6), rtol=1e-5)
+    # What tells people apart (dimensions 0-9) is left out of it.
+    assert float(subspace.basis[:10].abs().max()) < 1e-5
+    assert subspace(features).shape == (30, 5)
+
+
+def test_a_refit_gives_the_same_buffers_and_too_few_pictures_are_refused() -> None:
+    features, identity = _people(people=6, pictures=5, seed=1)
+    arch = Architecture(image_size=16, feature_channels=4, intrapersonal_rank=5)
+    first = IntrapersonalSubspace(arch).fit(features, identity)
+    order = torch.randperm(30, generator=torch.Generator().manual_seed(0))
+    shuffled = IntrapersonalSubspace(arch).fit(features[order], identity[order])
+    # The order of the faces does not matter, and the fixed signs make the bases equal, not only their span.
+    torch.testing.assert_close(shuffled.basis, first.basis, atol=1e-5, rtol=0)
+    same = IntrapersonalSubspace(arch).fit(features.clone(), identity.clone())
+    assert torch.equal(first.basis, same.basis) and torch.equal(first.variance, same.variance)
+    with pytest.raises(ValueError, match="fewer than the rank 5"):
+        IntrapersonalSubspace(arch).fit(features[:6], identity[:6])  # 6 faces of 2 people: 4 dimensions
+    with pytest.raises(ValueError, match="do not fit"):
+        IntrapersonalSubspace(arch).fit(features[:, :2], identity)
+
+
+def test_the_utility_sees_moves_inside_the_subspace_and_none_outside() -> None:
+    features, identity = _people(people=6, pictures=5, seed=2)
+    subspace = IntrapersonalSubspace(Architecture(image_size=16, feature_channels=4, intrapersonal_rank=5))
+    subspace.fit(features, identity)
+    raw = features[:4]
+    loss = IntrapersonalDistance(subspace, raw, head_weight=0.0)
+    assert float(loss(raw)) < 1e-5
+    outside = raw.clone().flatten(1)
+    outside[:, :10] += 3.0  # where people differ
+    assert float(loss(outside.view_as(raw))) < 1e-5
+    step = subspace.basis[:, 0].view(1, 4, 4, 4) * 2.0
+    expected = (2.0 / raw.flatten(1).norm(dim=1)).mean()
+    torch.testing.assert_close(loss(raw + step), expected.to(torch.float32), rtol=1e-4, atol=1e-6)
+
+
+def _fitted(kit: Kit, seed: int = 0) -> Kit:
+    images = torch.rand(40, 1, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    assert kit.intrapersonal is not None
+    kit.intrapersonal.fit(kit.encode(images), torch.arange(8).repeat_interleave(5))
+    return kit
+
+
+def test_crafter_z_keeps_the_intrapersonal_coordinates_seeded(tiny_kit: Kit) -> None:
+    kit = _fitted(tiny_kit)
+    config = CrafterConfig(
+        utility="intrapersonal", head_weight=0.3, steps=25, inversion_steps=3, final_inversion_steps=3
+    )
+    images = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    first = Crafter(kit, config).craft(images=images)
+    again = Crafter(kit, config).craft(images=images)
+    assert torch.equal(first.features, again.features)
+    curve = first.diagnostics["curves"]["utility_loss"]
+    assert len(curve) == 25 and curve[-1] < curve[0]
+    other = Crafter(kit, CrafterConfig(**{**config.__dict__, "seed": 1})).craft(images=images)
+    assert not torch.equal(first.features, other.features)
+
+
+def test_a_kit_without_a_fitted_subspace_is_refused(tiny_kit: Kit) -> None:
+    with pytest.raises(KitError, match="intrapersonal"):
+        Crafter(tiny_kit, CrafterConfig(utility="intrapersonal"))  # built, never fitted
+    tiny_kit.intrapersonal = None
+    with pytest.raises(KitError, match="intrapersonal"):
+        Crafter(tiny_kit, CrafterConfig(utility="intrapersonal"))
+
+
+def test_a_manifest_written_before_the_subspace_still_loads(tiny_kit_dir: Path) -> None:
+    manifest = tiny_kit_dir / "manifest.json"
+    data = json.loads(manifest.read_text())
+    del data["architecture"]["intrapersonal_rank"]
+    del data["files"]["intrapersonal"]
+    manifest.write_text(json.dumps(data))
+    kit = load_kit(tiny_kit_dir)
+    assert kit.intrapersonal is None and kit.architecture == TINY
+
+
+def test_the_default_kit_ships_a_fitted_subspace() -> None:
+    kit = load_kit()
+    assert kit.intrapersonal is not None and kit.intrapersonal.rank == kit.architecture.intrapersonal_rank
+    assert bool((kit.intrapersonal.variance > 0).all())
+    torch.testing.assert_close(kit.intrapersonal.basis.T @ kit.intrapersonal.basis, torch.eye(16), atol=1e-4, rtol=0)
