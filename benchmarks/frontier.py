@@ -196,7 +196,7 @@ def main() -> None:
     config = replace(base, betas=(), baselines=not args.no_baselines, development=True, seed=args.seed)
     configured = PRESETS[args.configured](seed=args.seed)
     available = releases(args.seed)
-    chosen = args.only.split(",") if args.only else list(available)
+    chosen = [key.strip() for key in args.only.split(",")] if args.only else list(available)
     unknown = sorted(set(chosen) - set(available))
     if unknown:
         parser.error(f"unknown release(s) {unknown}; choose from {sorted(available)}")

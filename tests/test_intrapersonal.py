@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,11 @@ import torch
 from conftest import TINY
 from edge_sdk.crafting import Crafter, CrafterConfig
 from edge_sdk.crafting.losses import IntrapersonalDistance
+from edge_sdk.data.orl import FaceSet
 from edge_sdk.errors import KitError
 from edge_sdk.kit import Architecture, Kit, load_kit
 from edge_sdk.kit.models import IntrapersonalSubspace
+from edge_sdk.kit.training import fit_intrapersonal
 
 
 def _people(people: int, pictures: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,17 +88,38 @@ def _fitted(kit: Kit, seed: int = 0) -> Kit:
 
 def test_crafter_z_keeps_the_intrapersonal_coordinates_seeded(tiny_kit: Kit) -> None:
     kit = _fitted(tiny_kit)
-    config = CrafterConfig(
-        utility="intrapersonal", head_weight=0.3, steps=25, inversion_steps=3, final_inversion_steps=3
-    )
+    config = CrafterConfig.intrapersonal(steps=25, inversion_steps=3, final_inversion_steps=3)
     images = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
     first = Crafter(kit, config).craft(images=images)
     again = Crafter(kit, config).craft(images=images)
     assert torch.equal(first.features, again.features)
     curve = first.diagnostics["curves"]["utility_loss"]
     assert len(curve) == 25 and curve[-1] < curve[0]
-    other = Crafter(kit, CrafterConfig(**{**config.__dict__, "seed": 1})).craft(images=images)
+    other = Crafter(kit, replace(config, seed=1)).craft(images=images)
     assert not torch.equal(first.features, other.features)
+    with_head = Crafter(kit, replace(config, head_weight=0.3)).craft(images=images)
+    assert not torch.equal(first.features, with_head.features)
+
+
+def test_settings_that_would_be_ignored_are_refused() -> None:
+    with pytest.raises(ValueError, match="head_weight"):
+        CrafterConfig(head_weight=0.5)  # the default utility is the head's KL alone
+    with pytest.raises(ValueError, match="exceeds the feature size"):
+        Architecture(image_size=16, feature_channels=1, intrapersonal_rank=17)
+
+
+def test_fit_intrapersonal_fits_the_subspace_and_keeps_every_network(tiny_kit: Kit) -> None:
+    images = torch.rand(40, 1, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    identity = torch.arange(8).repeat_interleave(5)
+    faces = FaceSet(images=images, identity=identity, image_index=torch.arange(40), pose=torch.zeros(40).long())
+    fitted = fit_intrapersonal(tiny_kit, faces)
+    reference = IntrapersonalSubspace(TINY).fit(tiny_kit.encode(images), identity)
+    assert fitted.intrapersonal is not None
+    torch.testing.assert_close(fitted.intrapersonal.basis, reference.basis)
+    assert fitted.encoder is tiny_kit.encoder and fitted.generator is tiny_kit.generator
+    assert tiny_kit.intrapersonal is not None and not tiny_kit.intrapersonal.fitted  # the original is left as it was
+    with pytest.raises(ValueError, match="fewer than"):
+        fit_intrapersonal(tiny_kit, FaceSet(images[:10], torch.arange(10), torch.arange(10), torch.zeros(10).long()))
 
 
 def test_a_kit_without_a_fitted_subspace_is_refused(tiny_kit: Kit) -> None:
@@ -121,3 +145,27 @@ def test_the_default_kit_ships_a_fitted_subspace() -> None:
     assert kit.intrapersonal is not None and kit.intrapersonal.rank == kit.architecture.intrapersonal_rank
     assert bool((kit.intrapersonal.variance > 0).all())
     torch.testing.assert_close(kit.intrapersonal.basis.T @ kit.intrapersonal.basis, torch.eye(16), atol=1e-4, rtol=0)
+
+
+def test_craft_command_with_the_intrapersonal_preset(tmp_path: Path, tiny_kit: Kit) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from edge_sdk.cli import app
+    from edge_sdk.fileio import read_features
+    from edge_sdk.kit import save_kit
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i in range(3):
+        Image.new("L", (92, 112), 30 + 50 * i).save(faces / f"{i}.png")
+    save_kit(tiny_kit, tmp_path / "unfitted")
+    save_kit(_fitted(tiny_kit), tmp_path / "fitted")
+    runner = CliRunner()
+    for kit, expected in (("fitted", 0), ("unfitted", 1)):
+        out = tmp_path / f"{kit}.npz"
+        args = ["craft", str(faces), "--out", str(out), "--kit", str(tmp_path / kit), "--steps", "2", "-q"]
+        result = runner.invoke(app, [*args, "--preset", "intrapersonal"])
+        assert (result.exit_code != 0) == bool(expected), result.output
+    assert read_features(tmp_path / "fitted.npz").config["crafter"]["utility"] == "intrapersonal"
+    assert "fit_intrapersonal" in result.output and not (tmp_path / "unfitted.npz").exists()

@@ -64,7 +64,7 @@ PresetOption = Annotated[
         help="'default' (Crafter-z keeping the kit head's answers: the measured choice, resists decoder "
         "attacks), 'feature' (feature-space Crafter, features within ~15% of the raw ones), 'paper' "
         "(the paper's Alg. 1 settings), 'answer-only' (the kit head's answer alone, shaped as a feature) or "
-        "'intrapersonal' (Crafter-z keeping pose, expression and light for new heads, and the head's answers)."
+        "'intrapersonal' (Crafter-z keeping pose, expression and light for new heads; not the head's answers)."
     ),
 ]
 LatentNoiseOption = Annotated[

@@ -152,6 +152,8 @@ class CrafterConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.latent_noise <= 1.0:
             raise ValueError(f"latent_noise must be in [0, 1], got {self.latent_noise}")
+        if self.head_weight > 0 and self.utility != "intrapersonal":
+            raise ValueError(f"head_weight weighs the head's KL within utility='intrapersonal', not {self.utility!r}")
         if self.prior_samples < 2:
             raise ValueError(f"prior_samples must be >= 2, got {self.prior_samples}")
         for name, choices in {**_CHOICES, "method": tuple(METHODS)}.items():
@@ -214,8 +216,9 @@ class CrafterConfig:
         The latent starts at a fresh prior face and is pulled to the prior while the
         release keeps the raw feature's coordinates in the kit's intrapersonal subspace
         (pose, expression, light: :class:`~edge_sdk.kit.models.IntrapersonalSubspace`):
-        useful to new heads on tasks nobody declared, with where people differ left to
-        the prior. ``head_weight > 0`` also keeps the kit head's answers. Measured beside
+        useful to new heads on tasks nobody declared, the rest left to the prior. The
+        kept coordinates still carry some identity (people's means differ along them
+        too). ``head_weight > 0`` also keeps the kit head's answers. Measured beside
         every other release in ``benchmarks/frontier.py``.
         """
         return replace(cls(utility="intrapersonal", beta=1.0, head_weight=0.0), **overrides)

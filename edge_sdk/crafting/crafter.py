@@ -116,7 +116,8 @@ class Crafter:
             release from the same draws, as another machine would.
 
     Raises:
-        KitError: ``utility="head"`` with a kit without a head.
+        KitError: ``utility="head"`` with a kit without a head, or ``"intrapersonal"``
+            with a kit without a fitted intrapersonal subspace.
         DeviceUnavailableError: ``device`` is not available here.
 
     Example:
@@ -153,7 +154,8 @@ class Crafter:
         if self.config.utility == "intrapersonal" and (kit.intrapersonal is None or not kit.intrapersonal.fitted):
             raise KitError(
                 f"kit {kit.manifest.name!r} has no intrapersonal subspace, which utility='intrapersonal' keeps the "
-                "coordinates in; retrain the kit (edge-sdk kit train) or craft with another utility"
+                "coordinates in; add it with edge_sdk.kit.training.fit_intrapersonal(kit, public_faces) and save_kit, "
+                "or craft with another utility"
             )
         self.cache = cache if cache is not None else RepeatCache(scope=self.scope)
         self.progress = progress

@@ -163,11 +163,13 @@ class HeadKL:
 class IntrapersonalDistance:
     """Mean ``||P(F_i) - P(F0_i)|| / ||F0_i||``, ``P`` the kit's intrapersonal subspace, plus the head's KL.
 
-    Keeps what varies between pictures of one person (pose, expression, light: the
-    subspace of :class:`~edge_sdk.kit.models.IntrapersonalSubspace`, fitted on public
-    people) and leaves the rest of the feature, where people differ, to the privacy
-    loss. With ``head`` given, ``head_weight * KL(head(F0) || head(F))`` is added so the
-    kit head's answers are kept too.
+    Keeps the directions along which pictures of one person vary most (pose,
+    expression, light: :class:`~edge_sdk.kit.models.IntrapersonalSubspace`, fitted on
+    public people) and leaves the rest of the feature to the privacy loss. People's
+    means differ along those directions too, so the kept coordinates still carry some
+    identity (measured: ``benchmarks/frontier.py``). With ``head`` given,
+    ``head_weight * KL(head(F0) || head(F))`` is added so the kit head's answers are
+    kept too.
 
     Args:
         subspace: The kit's intrapersonal subspace.

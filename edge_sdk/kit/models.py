@@ -65,6 +65,10 @@ class Architecture:
         for name, value in asdict(self).items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.intrapersonal_rank > math.prod(self.feature_shape):
+            raise ValueError(
+                f"intrapersonal_rank {self.intrapersonal_rank} exceeds the feature size {math.prod(self.feature_shape)}"
+            )
 
     @property
     def feature_shape(self) -> tuple[int, int, int]:
@@ -208,9 +212,11 @@ class IntrapersonalSubspace(nn.Module):
 
     The intrapersonal subspace of Moghaddam, Jebara and Pentland ("Bayesian face
     recognition", Pattern Recognition 33, 2000): the top principal directions of the
-    features of public faces around their own person's mean. Variation along it is what
-    changes between pictures of one person; what tells people apart lies mostly
-    outside it. ``forward`` gives a feature's coordinates in it.
+    features of public faces around their own person's mean: the directions along
+    which pictures of one person vary most. It is not free of identity: people's
+    means differ along these directions too (the principal directions of the residuals
+    are not orthogonal to them), so coordinates in it still tell people apart, less
+    than the whole feature does. ``forward`` gives a feature's coordinates in it.
 
     Buffers:
         basis: ``(D, rank)`` orthonormal columns, ``D = F * H * W`` of the feature.
@@ -251,6 +257,7 @@ class IntrapersonalSubspace(nn.Module):
                 or shapes that do not match.
         """
         flat = features.detach().flatten(1).double()
+        identity = identity.to(flat.device)
         if flat.shape[1] != self.basis.shape[0] or identity.shape != (flat.shape[0],):
             raise ValueError(
                 f"features {tuple(features.shape)} and identity {tuple(identity.shape)} do not fit a subspace "
@@ -262,7 +269,7 @@ class IntrapersonalSubspace(nn.Module):
                 f"{flat.shape[0]} faces of {len(people)} people give {flat.shape[0] - len(people)} intrapersonal "
                 f"dimensions, fewer than the rank {self.rank}"
             )
-        means = torch.zeros(len(people), flat.shape[1], dtype=flat.dtype).index_add_(0, index, flat)
+        means = torch.zeros(len(people), flat.shape[1], dtype=flat.dtype, device=flat.device).index_add_(0, index, flat)
         means /= torch.bincount(index, minlength=len(people)).unsqueeze(1)
         residuals = flat - means[index]
         _, singular, vh = torch.linalg.svd(residuals, full_matrices=False)

@@ -358,7 +358,8 @@ def train_kit(
         saved) and the training log.
 
     Raises:
-        ValueError: The public images do not have the architecture's shape.
+        ValueError: The public images do not have the architecture's shape, or hold
+            too few pictures per person for the intrapersonal subspace's rank.
         DeviceUnavailableError: ``device`` is not available here.
     """
     where = resolve_device(device)
@@ -370,6 +371,12 @@ def train_kit(
     if tuple(public.images.shape[1:]) != arch.image_shape:
         raise ValueError(
             f"public images have shape {tuple(public.images.shape[1:])}, architecture needs {arch.image_shape}"
+        )
+    dimensions = len(public) - len(public.identity.unique())
+    if dimensions < arch.intrapersonal_rank:  # checked before hours of training, not at the last stage
+        raise ValueError(
+            f"{len(public)} public faces of {len(public.identity.unique())} people give {dimensions} intrapersonal "
+            f"dimensions, fewer than architecture.intrapersonal_rank {arch.intrapersonal_rank}"
         )
     with torch.random.fork_rng(devices=[]):  # seeded by the argument, the caller's state untouched
         torch.default_generator.manual_seed(cfg.seed)  # initial weights (built on the CPU); GPU generators untouched
