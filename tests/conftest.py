@@ -32,6 +32,7 @@ TINY = Architecture(
     amortizer_width=4,
     head_width=4,
     num_classes=3,
+    intrapersonal_rank=4,
 )
 
 
