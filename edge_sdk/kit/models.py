@@ -264,11 +264,7 @@ class IntrapersonalSubspace(nn.Module):
                 f"of {self.basis.shape[0]} dimensions"
             )
         people, index = torch.unique(identity, return_inverse=True)
-        if flat.shape[0] - len(people) < self.rank:
-            raise ValueError(
-                f"{flat.shape[0]} faces of {len(people)} people give {flat.shape[0] - len(people)} intrapersonal "
-                f"dimensions, fewer than the rank {self.rank}"
-            )
+        self.require_dimensions(identity, rank=self.rank)
         means = torch.zeros(len(people), flat.shape[1], dtype=flat.dtype, device=flat.device).index_add_(0, index, flat)
         means /= torch.bincount(index, minlength=len(people)).unsqueeze(1)
         residuals = flat - means[index]
@@ -278,6 +274,20 @@ class IntrapersonalSubspace(nn.Module):
         self.basis.copy_((vh[: self.rank] * signs).T.to(self.basis.dtype))
         self.variance.copy_((singular[: self.rank] ** 2 / (flat.shape[0] - len(people))).to(self.variance.dtype))
         return self
+
+    @staticmethod
+    def require_dimensions(identity: torch.Tensor, *, rank: int) -> None:
+        """Check that faces of people ``identity`` ``(N,)`` give at least ``rank`` intrapersonal dimensions.
+
+        Raises:
+            ValueError: ``N`` minus the number of people is below ``rank``.
+        """
+        faces, people = len(identity), len(identity.unique())
+        if faces - people < rank:
+            raise ValueError(
+                f"{faces} faces of {people} people give {faces - people} intrapersonal dimensions, "
+                f"fewer than the rank {rank}"
+            )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Coordinates ``(B, rank)`` of features ``(B, F, H, W)`` in the subspace."""

@@ -372,12 +372,8 @@ def train_kit(
         raise ValueError(
             f"public images have shape {tuple(public.images.shape[1:])}, architecture needs {arch.image_shape}"
         )
-    dimensions = len(public) - len(public.identity.unique())
-    if dimensions < arch.intrapersonal_rank:  # checked before hours of training, not at the last stage
-        raise ValueError(
-            f"{len(public)} public faces of {len(public.identity.unique())} people give {dimensions} intrapersonal "
-            f"dimensions, fewer than architecture.intrapersonal_rank {arch.intrapersonal_rank}"
-        )
+    # Checked before hours of training, not at the last stage.
+    IntrapersonalSubspace.require_dimensions(public.identity, rank=arch.intrapersonal_rank)
     with torch.random.fork_rng(devices=[]):  # seeded by the argument, the caller's state untouched
         torch.default_generator.manual_seed(cfg.seed)  # initial weights (built on the CPU); GPU generators untouched
         models = {name: network.to(where) for name, network in build_models(arch).items()}
