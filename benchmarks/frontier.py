@@ -65,6 +65,14 @@ def releases(seed: int) -> dict[str, tuple[str, CrafterConfig]]:
             "crafter-z, intrapersonal utility (beta=0.5)",
             PRESETS["intrapersonal"](seed=seed, beta=0.5),
         ),
+        "intrapersonal-rank-8": (
+            "crafter-z, intrapersonal utility (first 8 directions)",
+            PRESETS["intrapersonal"](seed=seed, intrapersonal_rank=8),
+        ),
+        "intrapersonal-rank-4": (
+            "crafter-z, intrapersonal utility (first 4 directions)",
+            PRESETS["intrapersonal"](seed=seed, intrapersonal_rank=4),
+        ),
     }
 
 
@@ -179,8 +187,8 @@ def main() -> None:
     parser.add_argument(
         "--configured",
         default="default",
-        choices=sorted(PRESETS),
-        help="the preset evaluated as the configured release (A3 runs on it)",
+        choices=sorted(set(PRESETS) | set(releases(0))),
+        help="the preset or release evaluated as the configured release (A3 runs on it)",
     )
     parser.add_argument(
         "--only",
@@ -194,8 +202,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     base = EvaluationConfig.quick() if args.quick else EvaluationConfig()
     config = replace(base, betas=(), baselines=not args.no_baselines, development=True, seed=args.seed)
-    configured = PRESETS[args.configured](seed=args.seed)
     available = releases(args.seed)
+    configured = (
+        available[args.configured][1] if args.configured in available else PRESETS[args.configured](seed=args.seed)
+    )
     chosen = [key.strip() for key in args.only.split(",")] if args.only else list(available)
     unknown = sorted(set(chosen) - set(available))
     if unknown:

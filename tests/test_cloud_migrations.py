@@ -17,7 +17,7 @@ from cloud_stub.store.schema import metadata
 
 RELEASE_0 = Path(__file__).with_name("data") / "cloud_store_release_0.sql"
 RELEASE_0_KEY = "esk_release0-fixture-key"
-HEAD = "0004"
+HEAD = "0006"
 
 
 def _release_0_database(path: Path) -> str:

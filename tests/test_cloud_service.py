@@ -34,7 +34,7 @@ from edge_sdk.kit import Kit, load_kit
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 runner = CliRunner()
-TABLES = ("api_keys", "sample_batches", "heads", "training_jobs", "uploaded_models")
+TABLES = ("api_keys", "sample_batches", "explanation_batches", "heads", "training_jobs", "uploaded_models")
 FAST_CRAFT = CrafterConfig(steps=2, inversion_steps=5, final_inversion_steps=5, prior_samples=16)
 
 
@@ -384,6 +384,96 @@ def test_craft_cli_uploads_for_prediction_and_for_collection(
         ],
     )
     assert refused.exit_code == 2 and "401" in refused.output
+
+
+MAPS = np.random.default_rng(0).random((2, 64, 64)).astype(np.float32)
+
+
+def _explanations(maps: np.ndarray = MAPS, predicted: np.ndarray | None = None, **extra: np.ndarray) -> bytes:
+    return encode_tensors({"maps": maps, "predicted": np.array([0, 2]) if predicted is None else predicted, **extra})
+
+
+BAD_EXPLANATIONS = {
+    "no key": ("grad", _explanations(), None, 401),
+    "maps of another frame": ("grad", _explanations(MAPS[:, :32, :32]), "same", 422),
+    "maps without a batch axis": ("grad", _explanations(MAPS[0], np.array([0])), "same", 422),
+    "NaN in a map": ("grad", _explanations(np.where(MAPS > 0.99, np.nan, MAPS).astype(np.float32)), "same", 422),
+    "float64 maps": ("grad", _explanations(MAPS.astype(np.float64)), "same", 422),
+    "class out of range": ("grad", _explanations(predicted=np.array([0, 3])), "same", 422),
+    "fewer classes than maps": ("grad", _explanations(predicted=np.array([0])), "same", 422),
+    "no predicted classes": ("grad", encode_tensors({"maps": MAPS}), "same", 400),
+    "probabilities not summing to 1": (
+        "grad",
+        _explanations(probabilities=np.full((2, 3), 0.5, np.float32)),
+        "same",
+        422,
+    ),
+    "probabilities of other classes": ("grad", _explanations(probabilities=np.eye(2, dtype=np.float32)), "same", 422),
+    "batch too large": ("grad", _explanations(np.zeros((257, 64, 64), np.float32), np.zeros(257, int)), "same", 422),
+    "method name with a slash": ("grad/../x", _explanations(), "same", 422),
+    "raw pickle": ("grad", pickle.dumps(MAPS), "same", 400),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_EXPLANATIONS))
+def test_bad_explanation_uploads_are_refused_and_store_nothing(cloud: Cloud, case: str) -> None:
+    method, body, key, status = BAD_EXPLANATIONS[case]
+    before = cloud.counts()
+    sent = {"X-API-Key": cloud.key if key == "same" else key} if key else {}
+    response = httpx.post(
+        f"{cloud.base}/v1/datasets/audit/explanations", params={"method": method}, content=body, headers=sent
+    )
+    assert response.status_code == status, response.text
+    assert cloud.counts() == before
+
+
+def test_explanations_sent_with_predictions_are_stored_once_like_features(cloud: Cloud, kit: Kit) -> None:
+    from edge_sdk.explanations import explain
+
+    samples_before = cloud.store.count_rows("sample_batches")
+    faces = load_orl("private-test")
+    result = explain(kit, faces.images[:5], method="grad-cam")
+    with cloud.client() as client:
+        first = client.upload_explanations(
+            "audit-maps", result.maps, result.predicted, method="grad-cam", probabilities=result.probabilities
+        )
+        again = client.upload_explanations(
+            "audit-maps", result.maps, result.predicted, method="grad-cam", probabilities=result.probabilities
+        )
+        assert (first["added"], first["total"], again["replayed"], again["batch_id"]) == (5, 5, True, first["batch_id"])
+        client.upload_explanations("audit-maps", result.maps[:2], result.predicted[:2], method="grad")
+        summary = client.explanations("audit-maps")
+        with pytest.raises(CloudRequestError, match="404"):
+            client.explanations("nothing-here")
+    counts = np.bincount(torch.cat([result.predicted, result.predicted[:2]]).numpy(), minlength=3)
+    assert summary["samples"] == 7 and summary["batches"] == 2
+    assert summary["label_counts"] == {str(c): int(n) for c, n in enumerate(counts) if n}
+    stored = cloud.store.load_explanations("audit-maps")
+    np.testing.assert_array_equal(stored["maps"], torch.cat([result.maps, result.maps[:2]]).numpy())
+    np.testing.assert_array_equal(stored["predicted"][:5], result.predicted.numpy())
+    assert "probabilities" not in stored  # the second batch sent none
+    assert cloud.store.count_rows("sample_batches") == samples_before  # kept apart from features
+
+
+def test_explain_cli_uploads_maps_for_audit(cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("captum", reason="Captum is not installed (extra 'explain')")
+    faces = tmp_path / "faces"
+    assert runner.invoke(app, ["data", "orl-faces", "--split", "private-test", "--out", str(faces)]).exit_code == 0
+    for extra in sorted(faces.glob("*.pgm"))[3:]:
+        extra.unlink()
+    monkeypatch.setenv("EDGE_SDK_API_KEY", cloud.key)
+    out = tmp_path / "maps.npz"
+    command = ["explain", str(faces), "--out", str(out), "--method", "grad", "-q", "--upload", cloud.base]
+    result = runner.invoke(app, [*command, "--dataset", "cli-audit"])
+    assert result.exit_code == 0, result.output
+    assert "uploaded the maps to dataset 'cli-audit'" in result.output
+    written = np.load(out)
+    stored = cloud.store.load_explanations("cli-audit")
+    np.testing.assert_array_equal(stored["maps"], written["maps"])
+    np.testing.assert_array_equal(stored["predicted"], written["predicted"])
+    np.testing.assert_allclose(stored["probabilities"], written["probabilities"])
+    alone = runner.invoke(app, command)
+    assert alone.exit_code == 2 and "--dataset NAME go together" in alone.output
 
 
 def test_restart_keeps_keys_samples_heads_and_models(cloud: Cloud, tmp_path: Path) -> None:

@@ -77,6 +77,11 @@ def test_the_utility_sees_moves_inside_the_subspace_and_none_outside() -> None:
     step = subspace.basis[:, 0].view(1, 4, 4, 4) * 2.0
     expected = (2.0 / raw.flatten(1).norm(dim=1)).mean()
     torch.testing.assert_close(loss(raw + step), expected.to(torch.float32), rtol=1e-4, atol=1e-6)
+    # With a lower rank only the first directions count: a move along the last one is free.
+    first_two = IntrapersonalDistance(subspace, raw, head_weight=0.0, rank=2)
+    last = subspace.basis[:, 4].view(1, 4, 4, 4) * 2.0
+    assert float(first_two(raw + last)) < 1e-5 and float(loss(raw + last)) > 0.1
+    torch.testing.assert_close(first_two(raw + step), expected.to(torch.float32), rtol=1e-4, atol=1e-6)
 
 
 def _fitted(kit: Kit, seed: int = 0) -> Kit:
@@ -99,6 +104,10 @@ def test_crafter_z_keeps_the_intrapersonal_coordinates_seeded(tiny_kit: Kit) -> 
     assert not torch.equal(first.features, other.features)
     with_head = Crafter(kit, replace(config, head_weight=0.3)).craft(images=images)
     assert not torch.equal(first.features, with_head.features)
+    fewer = Crafter(kit, replace(config, intrapersonal_rank=2)).craft(images=images)
+    assert not torch.equal(first.features, fewer.features)
+    with pytest.raises(KitError, match="more directions than kit"):
+        Crafter(kit, replace(config, intrapersonal_rank=5))  # the tiny kit's subspace has 4
 
 
 def test_settings_that_would_be_ignored_are_refused() -> None:
@@ -106,6 +115,10 @@ def test_settings_that_would_be_ignored_are_refused() -> None:
         CrafterConfig(head_weight=0.5)  # the default utility is the head's KL alone
     with pytest.raises(ValueError, match="exceeds the feature size"):
         Architecture(image_size=16, feature_channels=1, intrapersonal_rank=17)
+    with pytest.raises(ValueError, match="intrapersonal_rank applies"):
+        CrafterConfig(intrapersonal_rank=4)
+    with pytest.raises(ValueError, match="intrapersonal_rank must be >= 1"):
+        CrafterConfig.intrapersonal(intrapersonal_rank=0)
 
 
 def test_fit_intrapersonal_fits_the_subspace_and_keeps_every_network(tiny_kit: Kit) -> None:

@@ -238,6 +238,33 @@ def test_an_upload_is_verified_on_onnxruntime_outputs_with_every_signal_or_its_r
     assert "by more than 0.70 dB" in report["rule"]  # the reference's margin, not the retrained copy's
 
 
+def test_a_probe_the_reference_clears_skips_the_retrained_copy_whose_verdict_could_not_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cloud_stub.verification import detector
+
+    monkeypatch.setitem(detector.MODEL_TASKS, TASK.name, TASK)  # a built-in task: the reference is probed first
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(), nn.Linear(64, 4))
+    upload = _export(module, torch.rand(2, 1, 16, 16))
+    settings = dict(
+        probe_samples=200, heldout_samples=100, finetune_samples=32, finetune_batch=16, finetune_steps=2,
+        probe_steps=20, probe_batch=32, reference_epochs=1, retrain_epochs=2, probe_baseline="retrained",
+    )  # fmt: skip
+    cleared = verify_onnx(upload, task=TASK, config=DetectorConfig(**settings, reference_margin_db=50.0))
+    assert cleared["verdict"] == "honest" and cleared["retrained_probe"] is None
+    assert "retrained" not in cleared["timings"]
+    assert cleared["unavailable"]["retrained_baseline"].startswith("not needed: the probe is within 50.00 dB")
+    assert cleared["psnr_gap_db"] == pytest.approx(cleared["probe"]["psnr"] - cleared["reference_probe"]["psnr"])
+    assert "reference model by more than 50.00 dB, and exceeds that of the same graph" in cleared["rule"]
+    # Beyond the reference's margin the copy is trained and its gap decides.
+    flagged = verify_onnx(upload, task=TASK, config=DetectorConfig(**settings, reference_margin_db=-50.0))
+    assert flagged["retrained_probe"] is not None and flagged["timings"]["retrained"] > 0
+    assert "retrained_baseline" not in flagged["unavailable"]
+    assert flagged["psnr_gap_db"] == pytest.approx(flagged["probe"]["psnr"] - flagged["retrained_probe"]["psnr"])
+    assert flagged["reference_probe"] == pytest.approx(cleared["reference_probe"])  # the same cached reference
+
+
 # --- the operator's own task ------------------------------------------------------------------------
 
 

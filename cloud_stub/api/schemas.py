@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 __all__ = [
     "DATASET_PATTERN",
+    "EXPLANATION_METHOD_PATTERN",
     "IDEMPOTENCY_PATTERN",
     "MAX_ID",
     "MODEL_NAME_PATTERN",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 DATASET_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+EXPLANATION_METHOD_PATTERN = r"^[a-z0-9][a-z0-9+_.-]{0,31}$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9_.\- ]{1,128}$"
 IDEMPOTENCY_PATTERN = r"^[\x21-\x7e]{1,128}$"
 MAX_ID = 2**31 - 1  # PostgreSQL INTEGER

@@ -1,4 +1,4 @@
-"""Persistent state of the cloud stub: API keys, collected samples, heads, jobs, uploaded models, verification data.
+"""Persistent state of the cloud stub: API keys, samples, explanations, heads, jobs, uploaded models, verification data.
 
 One SQLAlchemy Core schema (:mod:`~cloud_stub.store.schema`) on SQLite (the embedded
 default, WAL mode) or PostgreSQL, kept current by Alembic migrations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from cloud_stub.store.database import Database
+from cloud_stub.store.explanations import ExplanationStore
 from cloud_stub.store.heads import HeadStore
 from cloud_stub.store.jobs import JOB_STATUSES, MAX_ATTEMPTS, JobStore
 from cloud_stub.store.keys import KeyStore, hash_api_key
@@ -47,7 +48,9 @@ __all__ = [
 ]
 
 
-class Store(Database, KeyStore, SampleStore, HeadStore, JobStore, ModelStore, VerificationDatasetStore):
+class Store(
+    Database, KeyStore, SampleStore, ExplanationStore, HeadStore, JobStore, ModelStore, VerificationDatasetStore
+):
     """The service's database: every table, on one engine, migrated to the newest schema when opened.
 
     Args:

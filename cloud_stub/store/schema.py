@@ -10,6 +10,7 @@ from sqlalchemy import Column, Float, ForeignKey, Integer, LargeBinary, MetaData
 
 __all__ = [
     "api_keys",
+    "explanation_batches",
     "heads",
     "metadata",
     "sample_batches",
@@ -43,6 +44,21 @@ sample_batches = Table(
     Column("created_at", Float, nullable=False),
     UniqueConstraint("api_key_id", "idempotency_key", name="uq_samples_idempotency"),
 )
+explanation_batches = Table(
+    "explanation_batches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dataset", String(64), nullable=False, index=True),
+    Column("samples", Integer, nullable=False),
+    Column("label_counts", Text, nullable=False),  # of the predicted classes the maps explain
+    Column("method", String(32), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("payload_sha256", String(64), nullable=False),
+    Column("api_key_id", Integer, ForeignKey("api_keys.id"), nullable=False),
+    Column("idempotency_key", String(128)),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("api_key_id", "idempotency_key", name="uq_explanations_idempotency"),
+)
 heads = Table(
     "heads",
     metadata,
@@ -70,7 +86,7 @@ training_jobs = Table(
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("attempts", Integer, nullable=False, server_default="0"),
-    Column("api_key_id", Integer, ForeignKey("api_keys.id", name="fk_training_jobs_api_key")),
+    Column("api_key_id", Integer, ForeignKey("api_keys.id", name="fk_training_jobs_api_key"), index=True),
 )
 uploaded_models = Table(
     "uploaded_models",

@@ -549,6 +549,22 @@ class _Verdict:
     retrained: _Retrained | None
 
 
+def _reference_probe(task: ModelTask, config: DetectorConfig, unavailable: dict[str, str]) -> _Probe | None:
+    """The verifier's reference probe, or ``None`` with the reason when its network does not fit the task."""
+    try:
+        return _reference(task, replace(config, **_VERDICT_ONLY_SETTINGS))
+    except ValueError as exc:
+        unavailable["reference"] = f"not built: {exc}"
+        return None
+
+
+def _cleared_by_reference(probe: _Probe, reference: _Probe | None, config: DetectorConfig) -> bool:
+    """Whether the probe is within the reference's margin, which makes the both-baselines verdict honest already."""
+    if reference is None or config.reference_margin_db is None or config.probe_baseline != "retrained":
+        return False
+    return probe.quality["psnr"] - reference.quality["psnr"] <= config.reference_margin_db
+
+
 def _verdict(
     model: Classifier,
     trainable: nn.Module | str,
@@ -559,24 +575,39 @@ def _verdict(
     unavailable: dict[str, str],
     timings: dict[str, float],
 ) -> _Verdict:
-    """The gap to the configured baseline; a retrained copy falls back to the reference, that to the label probe."""
+    """The gap to the configured baseline; a retrained copy falls back to the reference, that to the label probe.
+
+    On a built-in task the reference is probed first: when the verdict needs both the
+    reference and the retrained copy to be beaten and the reference is not, the copy is
+    not trained (the verdict is honest whatever it reads; most of a verification's time).
+    """
     kind, margin = config.probe_baseline, config.psnr_margin_db
     retrained = reference = None
-    if kind == "retrained":
+    if task.name in MODEL_TASKS or kind == "reference":  # a built-in task's reference is trained once per process
+        t = time.perf_counter()
+        reference = _reference_probe(task, config, unavailable)
+        timings["reference"] = time.perf_counter() - t
+        if reference is None and kind == "reference":
+            kind = "label"
+    if kind == "retrained" and _cleared_by_reference(probe, reference, config):
+        assert reference is not None and config.reference_margin_db is not None
+        unavailable["retrained_baseline"] = (
+            f"not needed: the probe is within {config.reference_margin_db:.2f} dB of the reference model's "
+            f"({probe.quality['psnr'] - reference.quality['psnr']:+.2f} dB), so the verdict is honest whatever "
+            "the retrained copy reads"
+        )
+        kind, margin = "reference", config.reference_margin_db
+    elif kind == "retrained":
         t = time.perf_counter()
         retrained = _retrained_probe(model, trainable, task, config, metric, unavailable)
         timings["retrained"] = time.perf_counter() - t
         if retrained is None:  # the reference's own margin, not the one calibrated for the retrained copy
-            kind = "reference"
+            if reference is None and "reference" not in unavailable:
+                t = time.perf_counter()
+                reference = _reference_probe(task, config, unavailable)
+                timings["reference"] = time.perf_counter() - t
+            kind = "reference" if reference is not None else "label"
             margin = config.reference_margin_db if config.reference_margin_db is not None else margin
-    if task.name in MODEL_TASKS or kind == "reference":  # a built-in task's reference is trained once per process
-        t = time.perf_counter()
-        try:
-            reference = _reference(task, replace(config, **_VERDICT_ONLY_SETTINGS))
-        except ValueError as exc:  # the reference network does not fit the task's images
-            unavailable["reference"] = f"not built: {exc}"
-            kind = "label" if kind == "reference" else kind
-        timings["reference"] = time.perf_counter() - t
     baselines = {
         "reference": reference.quality if reference else None,
         "label": probe.label_quality,
@@ -594,6 +625,8 @@ def _verdict(
         # Both: more than a standard honest model leaks, and more than this architecture leaks trained honestly.
         vicious = vicious and probe.quality["psnr"] - reference.quality["psnr"] > config.reference_margin_db
         rule += f", and exceeds {_BASELINE_WORDS['reference']} by more than {config.reference_margin_db:.2f} dB"
+    elif "not needed" in unavailable.get("retrained_baseline", ""):
+        rule += f", and exceeds {_BASELINE_WORDS['retrained']} by more than its calibrated margin"
     return _Verdict(gap, margin, vicious, rule, reference, retrained)
 
 

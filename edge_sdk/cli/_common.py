@@ -55,6 +55,9 @@ AllFacesOption = Annotated[
 ]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output .npz (features, files, config).")]
 KitOption = Annotated[Path | None, typer.Option(help="Kit folder; the bundled default kit if omitted.")]
+ApiKeyOption = Annotated[
+    str | None, typer.Option(help="API key for --upload.", envvar="EDGE_SDK_API_KEY", show_envvar=True)
+]
 EncoderOnnxOption = Annotated[
     Path | None, typer.Option(help="Exported encoder (.onnx) to run under onnxruntime instead of torch.")
 ]

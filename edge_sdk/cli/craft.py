@@ -12,6 +12,7 @@ import typer
 from edge_sdk.cli._common import (
     AlignOption,
     AllFacesOption,
+    ApiKeyOption,
     DeviceOption,
     EncoderOnnxOption,
     FolderArgument,
@@ -77,9 +78,7 @@ def craft(
             "or with --dataset store it for head training."
         ),
     ] = None,
-    api_key: Annotated[
-        str | None, typer.Option(help="API key for --upload.", envvar="EDGE_SDK_API_KEY", show_envvar=True)
-    ] = None,
+    api_key: ApiKeyOption = None,
     dataset: Annotated[
         str | None, typer.Option(help="With --upload: collect the crafted features under this dataset name.")
     ] = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -14,12 +14,14 @@ from tqdm.auto import tqdm
 from edge_sdk.cli._common import (
     AlignOption,
     AllFacesOption,
+    ApiKeyOption,
     FolderArgument,
     KitOption,
     ThreadsOption,
     handle_errors,
     use_threads,
 )
+from edge_sdk.client import CloudClient
 from edge_sdk.data.folder import iter_folder_batches, list_images
 from edge_sdk.data.images import FacePolicy, to_unit_range
 from edge_sdk.errors import EmptyInputError
@@ -28,6 +30,22 @@ from edge_sdk.fileio import atomic_write
 from edge_sdk.kit import load_kit
 
 __all__ = ["explain_command"]
+
+
+def _audit_client(*, upload: str | None, api_key: str | None, dataset: str | None) -> CloudClient | None:
+    if (upload is None) != (dataset is None):
+        raise typer.BadParameter("--upload URL and --dataset NAME go together", param_hint="--upload")
+    if upload is not None and not api_key:
+        raise typer.BadParameter("--upload needs --api-key or EDGE_SDK_API_KEY", param_hint="--api-key")
+    return CloudClient(upload, api_key=api_key or "") if upload is not None else None
+
+
+def _write_npz(out: Path, arrays: dict[str, np.ndarray]) -> None:
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
+
+    atomic_write(out, write)
 
 
 @handle_errors
@@ -44,18 +62,27 @@ def explain_command(
     align: AlignOption = True,
     all_faces: AllFacesOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    upload: Annotated[
+        str | None,
+        typer.Option(help="Cloud stub URL: store each batch's maps with their predictions under --dataset (audits)."),
+    ] = None,
+    api_key: ApiKeyOption = None,
+    dataset: Annotated[str | None, typer.Option(help="With --upload: the dataset the maps are stored under.")] = None,
 ) -> None:
     """Explain the kit head's answer for every face of FOLDER with an attribution map.
 
     Each map is in the frame of the aligned face the kit sees (the kit's image size).
     A map computed on the picture leaks the picture (an inversion network reconstructs
-    faces from prediction and map): keep maps on the device like the pictures.
+    faces from prediction and map): keep maps on the device like the pictures, or know
+    what the cloud then sees before --upload sends them.
     """
     require_extra("explain", feature="edge-sdk explain")
     from edge_sdk.explanations import EXPLAINERS, explain
 
     if method not in EXPLAINERS:
         raise typer.BadParameter(f"choose one of {', '.join(EXPLAINERS)}", param_hint="--method")
+    client = _audit_client(upload=upload, api_key=api_key, dataset=dataset)
+    uploaded: dict[str, Any] | None = None
     use_threads(threads)
     loaded = load_kit(kit)
     files = list_images(folder)
@@ -71,6 +98,10 @@ def explain_command(
         for batch in iter_folder_batches(folder, loaded.spec, batch_size=batch_size, files=files, policy=policy):
             if batch.files:
                 result = explain(loaded, batch.images, method=method, batch_size=batch_size)
+                if client is not None and dataset is not None:
+                    uploaded = client.upload_explanations(
+                        dataset, result.maps, result.predicted, method=method, probabilities=result.probabilities
+                    )
                 maps.append(result.maps.numpy())
                 predicted.append(result.predicted.numpy())
                 probabilities.append(result.probabilities.numpy())
@@ -97,12 +128,10 @@ def explain_command(
         "config": np.array(json.dumps(config, sort_keys=True)),
     }
 
-    def write(tmp: Path) -> None:
-        with tmp.open("wb") as handle:
-            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
-
-    atomic_write(out, write)
+    _write_npz(out, arrays)
     typer.echo(f"explained {len(names)} faces ({method}) -> {out}")
+    if uploaded is not None:
+        typer.echo(f"uploaded the maps to dataset {dataset!r} at {upload} ({uploaded['total']} there now)")
     if figure is not None:
         from edge_sdk.figures import save_attribution_overlays
 

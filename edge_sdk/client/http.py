@@ -22,7 +22,14 @@ import httpx
 import numpy as np
 import torch
 
-from edge_sdk.client.payloads import FEATURES_KEY, LABELS_KEY, encode_tensors
+from edge_sdk.client.payloads import (
+    FEATURES_KEY,
+    LABELS_KEY,
+    MAPS_KEY,
+    PREDICTED_KEY,
+    PROBABILITIES_KEY,
+    encode_tensors,
+)
 from edge_sdk.errors import CloudRequestError, CloudUnavailableError, NonFiniteError, TensorShapeError
 
 __all__ = ["API_KEY_HEADER", "CloudClient", "Prediction"]
@@ -61,18 +68,25 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
-def _as_array(features: torch.Tensor | np.ndarray) -> np.ndarray:
-    array = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+def _as_array(batch: torch.Tensor | np.ndarray, name: str = "features") -> np.ndarray:
+    array = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch)
     if array.dtype != np.float32:
         if not np.issubdtype(array.dtype, np.floating):
-            raise TensorShapeError(f"features must be floating point, got {array.dtype}")
+            raise TensorShapeError(f"{name} must be floating point, got {array.dtype}")
         array = array.astype(np.float32)
     if array.ndim < 2:
-        raise TensorShapeError(f"features must be a batch (B, ...), got shape {array.shape}")
+        raise TensorShapeError(f"{name} must be a batch (B, ...), got shape {array.shape}")
     if not np.isfinite(array).all():
         # Checked here too so that a NaN never leaves the device, not only to save a round trip.
-        raise NonFiniteError("features hold NaN or infinite values; refusing to upload them")
+        raise NonFiniteError(f"{name} hold NaN or infinite values; refusing to upload them")
     return np.ascontiguousarray(array)
+
+
+def _as_labels(labels: torch.Tensor | np.ndarray) -> np.ndarray:
+    array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TensorShapeError(f"class labels must be integers, got {array.dtype}")
+    return array.astype(np.int64)
 
 
 class CloudClient:
@@ -203,12 +217,58 @@ class CloudClient:
         Returns:
             The server's record: samples added and the dataset's new total.
         """
-        label_array = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-        body = encode_tensors({FEATURES_KEY: _as_array(features), LABELS_KEY: label_array.astype(np.int64)})
+        body = encode_tensors({FEATURES_KEY: _as_array(features), LABELS_KEY: _as_labels(labels)})
         key = idempotency_key or hashlib.sha256(dataset.encode() + b"\0" + body).hexdigest()
         result: dict[str, Any] = self._request(
             "POST", f"/v1/datasets/{dataset}/samples", content=body, headers={**_OCTET, "Idempotency-Key": key}
         )
+        return result
+
+    def upload_explanations(
+        self,
+        dataset: str,
+        maps: torch.Tensor | np.ndarray,
+        predicted: torch.Tensor | np.ndarray,
+        *,
+        method: str,
+        probabilities: torch.Tensor | np.ndarray | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Store attribution maps with the predictions they explain, for the cloud's audits.
+
+        A map computed on the picture leaks the picture (``docs/explanations.md``):
+        noise it on the device first (GNIME) if the cloud should not see faces.
+
+        Args:
+            dataset: Dataset name (letters, digits, ``_.-``).
+            maps: ``(B, H, W)`` maps in the kit's image frame (:func:`edge_sdk.explanations.explain`).
+            predicted: ``(B,)`` the classes the maps explain.
+            method: How the maps were made (``grad``, ``grad-cam``, ``integrated-gradients``,
+                a defence after ``+``).
+            probabilities: ``(B, classes)`` the head's probabilities, if they are sent too.
+            idempotency_key: Identifies this upload; the default is a hash of the
+                dataset, the method and the bytes.
+
+        Returns:
+            The server's record: maps added and the dataset's new total.
+        """
+        tensors = {MAPS_KEY: _as_array(maps, "maps"), PREDICTED_KEY: _as_labels(predicted)}
+        if probabilities is not None:
+            tensors[PROBABILITIES_KEY] = _as_array(probabilities, "probabilities")
+        body = encode_tensors(tensors)
+        key = idempotency_key or hashlib.sha256(f"{dataset}\0{method}\0".encode() + body).hexdigest()
+        result: dict[str, Any] = self._request(
+            "POST",
+            f"/v1/datasets/{dataset}/explanations",
+            content=body,
+            params={"method": method},
+            headers={**_OCTET, "Idempotency-Key": key},
+        )
+        return result
+
+    def explanations(self, dataset: str) -> dict[str, Any]:
+        """Map and predicted-class counts of the explanations uploaded to a dataset."""
+        result: dict[str, Any] = self._request("GET", f"/v1/datasets/{dataset}/explanations")
         return result
 
     def dataset(self, dataset: str) -> dict[str, Any]:

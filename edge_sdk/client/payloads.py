@@ -25,10 +25,14 @@ from edge_sdk.errors import EdgeSDKError, NonFiniteError, TensorShapeError
 __all__ = [
     "FEATURES_KEY",
     "LABELS_KEY",
+    "MAPS_KEY",
     "NPY_MAGIC",
+    "PREDICTED_KEY",
+    "PROBABILITIES_KEY",
     "PayloadFormatError",
     "check_features",
     "check_labels",
+    "check_probabilities",
     "decode_npy",
     "decode_tensors",
     "encode_tensors",
@@ -37,6 +41,11 @@ __all__ = [
 
 FEATURES_KEY = "features"
 LABELS_KEY = "labels"
+# An explanation upload: attribution maps (B, H, W), the predicted classes they explain
+# (B,) and, optionally, the head's probabilities (B, classes).
+MAPS_KEY = "maps"
+PREDICTED_KEY = "predicted"
+PROBABILITIES_KEY = "probabilities"
 NPY_MAGIC = b"\x93NUMPY"
 # A safetensors header is JSON of tensor names, dtypes, shapes and offsets; a huge one
 # is either a bug or an attempt to make the server parse megabytes of JSON.
@@ -162,8 +171,14 @@ def decode_tensors(body: bytes, *, npy_name: str = FEATURES_KEY) -> dict[str, np
         raise PayloadFormatError(f"malformed safetensors payload: {exc}") from exc
 
 
-def check_features(array: np.ndarray, shape: tuple[int, ...], *, max_batch: int) -> np.ndarray:
-    """Check a feature batch ``(B, *shape)``: float32, finite, ``1 <= B <= max_batch``.
+def check_features(array: np.ndarray, shape: tuple[int, ...], *, max_batch: int, name: str = "features") -> np.ndarray:
+    """Check a batch ``(B, *shape)``: float32, finite, ``1 <= B <= max_batch``.
+
+    Args:
+        array: The batch.
+        shape: Shape of one item.
+        max_batch: Most items in one batch.
+        name: What the batch holds, for the error messages (features, maps, ...).
 
     Returns:
         The batch, C-contiguous float32.
@@ -177,19 +192,19 @@ def check_features(array: np.ndarray, shape: tuple[int, ...], *, max_batch: int)
         (2, 4, 2, 2)
     """
     if array.dtype != np.float32:
-        raise TensorShapeError(f"features must be float32, got {array.dtype}")
+        raise TensorShapeError(f"{name} must be float32, got {array.dtype}")
     if array.ndim != len(shape) + 1 or tuple(array.shape[1:]) != tuple(shape):
         expected = ", ".join(map(str, shape))
-        raise TensorShapeError(f"features must have shape (batch, {expected}), got {tuple(array.shape)}")
+        raise TensorShapeError(f"{name} must have shape (batch, {expected}), got {tuple(array.shape)}")
     if not 1 <= array.shape[0] <= max_batch:
-        raise TensorShapeError(f"batch of {array.shape[0]} features; send between 1 and {max_batch}")
+        raise TensorShapeError(f"batch of {array.shape[0]} {name}; send between 1 and {max_batch}")
     finite = np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
     if not finite.all():
-        raise NonFiniteError(f"features hold NaN or infinite values in {int((~finite).sum())} of {len(array)} items")
+        raise NonFiniteError(f"{name} hold NaN or infinite values in {int((~finite).sum())} of {len(array)} items")
     return np.ascontiguousarray(array)
 
 
-def check_labels(array: np.ndarray, *, batch: int, num_classes: int) -> np.ndarray:
+def check_labels(array: np.ndarray, *, batch: int, num_classes: int, name: str = "labels") -> np.ndarray:
     """Check class labels: integer, shape ``(batch,)``, each in ``[0, num_classes)``.
 
     Returns:
@@ -199,9 +214,27 @@ def check_labels(array: np.ndarray, *, batch: int, num_classes: int) -> np.ndarr
         TensorShapeError: Not integers, wrong shape, or a label out of range.
     """
     if not np.issubdtype(array.dtype, np.integer):
-        raise TensorShapeError(f"labels must be integers, got {array.dtype}")
+        raise TensorShapeError(f"{name} must be integers, got {array.dtype}")
     if array.shape != (batch,):
-        raise TensorShapeError(f"labels must have shape ({batch},) to match the features, got {tuple(array.shape)}")
+        raise TensorShapeError(f"{name} must have shape ({batch},) to match the batch, got {tuple(array.shape)}")
     if array.size and (array.min() < 0 or array.max() >= num_classes):
-        raise TensorShapeError(f"labels must lie in [0, {num_classes}), got {array.min()}..{array.max()}")
+        raise TensorShapeError(f"{name} must lie in [0, {num_classes}), got {array.min()}..{array.max()}")
     return array.astype(np.int64)
+
+
+def check_probabilities(array: np.ndarray, *, batch: int, num_classes: int) -> np.ndarray:
+    """Check class probabilities ``(batch, num_classes)``: float32, finite, in ``[0, 1]``, rows summing to 1.
+
+    Returns:
+        The probabilities, C-contiguous float32.
+
+    Raises:
+        TensorShapeError: Wrong dtype or shape, a value outside ``[0, 1]``, or a row not summing to 1 (within 1e-3).
+        NonFiniteError: NaN or infinity anywhere.
+    """
+    array = check_features(array, (num_classes,), max_batch=batch, name="probabilities")
+    if len(array) != batch:
+        raise TensorShapeError(f"probabilities must have {batch} rows to match the batch, got {len(array)}")
+    if array.min() < 0 or array.max() > 1 or not np.allclose(array.sum(axis=1), 1.0, atol=1e-3):
+        raise TensorShapeError("probabilities must lie in [0, 1] and each row sum to 1")
+    return array

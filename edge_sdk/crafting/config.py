@@ -108,6 +108,9 @@ class CrafterConfig:
             release keeps what new heads on tasks nobody declared read, while where
             people differ is pulled to the prior (needs a kit with that subspace).
         head_weight: Weight of the head's KL within the ``"intrapersonal"`` utility.
+        intrapersonal_rank: With the ``"intrapersonal"`` utility, keep only the first
+            (largest-variance) this many directions of the kit's subspace; all of them
+            when ``None``. Fewer directions keep less of what separates people too.
         seed: Seed; with the batch content it fixes every random draw.
     """
 
@@ -138,6 +141,7 @@ class CrafterConfig:
     latent_noise: float = 1.0
     utility: Utility = "head"
     head_weight: float = 0.0
+    intrapersonal_rank: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -152,13 +156,23 @@ class CrafterConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.latent_noise <= 1.0:
             raise ValueError(f"latent_noise must be in [0, 1], got {self.latent_noise}")
-        if self.head_weight > 0 and self.utility != "intrapersonal":
-            raise ValueError(f"head_weight weighs the head's KL within utility='intrapersonal', not {self.utility!r}")
+        self._check_intrapersonal_settings()
         if self.prior_samples < 2:
             raise ValueError(f"prior_samples must be >= 2, got {self.prior_samples}")
         for name, choices in {**_CHOICES, "method": tuple(METHODS)}.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {getattr(self, name)!r}")
+
+    def _check_intrapersonal_settings(self) -> None:
+        """Settings of the intrapersonal utility are refused with another one, which would ignore them."""
+        if self.utility == "intrapersonal":
+            if self.intrapersonal_rank is not None and self.intrapersonal_rank < 1:
+                raise ValueError(f"intrapersonal_rank must be >= 1, got {self.intrapersonal_rank}")
+            return
+        if self.head_weight > 0:
+            raise ValueError(f"head_weight weighs the head's KL within utility='intrapersonal', not {self.utility!r}")
+        if self.intrapersonal_rank is not None:
+            raise ValueError(f"intrapersonal_rank applies to utility='intrapersonal', not {self.utility!r}")
 
     @classmethod
     def paper(cls, **overrides: Any) -> CrafterConfig:

@@ -157,6 +157,12 @@ class Crafter:
                 "coordinates in; add it with edge_sdk.kit.training.fit_intrapersonal(kit, public_faces) and save_kit, "
                 "or craft with another utility"
             )
+        rank = self.config.intrapersonal_rank
+        if rank is not None and kit.intrapersonal is not None and rank > kit.intrapersonal.rank:
+            raise KitError(
+                f"intrapersonal_rank={rank} asks for more directions than kit {kit.manifest.name!r} has "
+                f"({kit.intrapersonal.rank})"
+            )
         self.cache = cache if cache is not None else RepeatCache(scope=self.scope)
         self.progress = progress
         self.measure_privacy = measure_privacy
@@ -265,7 +271,11 @@ class Crafter:
         if self.config.utility == "intrapersonal":
             assert self.kit.intrapersonal is not None  # checked in __init__
             return IntrapersonalDistance(
-                self.kit.intrapersonal, raw, head=self.kit.head, head_weight=self.config.head_weight
+                self.kit.intrapersonal,
+                raw,
+                head=self.kit.head,
+                head_weight=self.config.head_weight,
+                rank=self.config.intrapersonal_rank,
             )
         assert self.kit.head is not None  # checked in __init__
         return HeadKL(self.kit.head, raw)

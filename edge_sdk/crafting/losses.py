@@ -176,19 +176,27 @@ class IntrapersonalDistance:
         raw: The raw features ``F0``, shape ``(B, ...)``.
         head: The kit head, or ``None``.
         head_weight: Weight of the head's KL divergence.
+        rank: Keep only the subspace's first ``rank`` (largest-variance) directions; all when ``None``.
     """
 
     def __init__(
-        self, subspace: IntrapersonalSubspace, raw: torch.Tensor, *, head: nn.Module | None = None, head_weight: float
+        self,
+        subspace: IntrapersonalSubspace,
+        raw: torch.Tensor,
+        *,
+        head: nn.Module | None = None,
+        head_weight: float,
+        rank: int | None = None,
     ) -> None:
         self.subspace = subspace
+        self.rank = rank or subspace.rank
         with torch.no_grad():
-            self.raw_coordinates = subspace(raw)
+            self.raw_coordinates = subspace(raw)[:, : self.rank]
         self.raw_norm = raw.flatten(1).norm(dim=1).clamp_min(1e-6)
         self.head_kl = HeadKL(head, raw) if head is not None and head_weight > 0 else None
         self.head_weight = head_weight
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        distance = (self.subspace(features) - self.raw_coordinates).pow(2).sum(1).add(1e-12).sqrt()
+        distance = (self.subspace(features)[:, : self.rank] - self.raw_coordinates).pow(2).sum(1).add(1e-12).sqrt()
         loss = (distance / self.raw_norm).mean()
         return loss + self.head_weight * self.head_kl(features) if self.head_kl is not None else loss

@@ -393,6 +393,8 @@ def _defences(
 def _label(config: CrafterConfig) -> str:
     """How a crafting configuration is named in reports."""
     notes = [f"{config.utility} utility"] if config.utility != "feature" else []
+    if config.intrapersonal_rank is not None:
+        notes.append(f"first {config.intrapersonal_rank} directions")
     if config.method == "crafter-z" and config.latent_noise > 0:
         notes.append(f"latent noise {config.latent_noise:g}")
     return config.method + (f" ({', '.join(notes)})" if notes else "")
