@@ -158,7 +158,8 @@ def markdown(
         f"accuracy by more than {margin:.2f} dB (the largest such gap among the {len(calibration)} honest "
         f"calibration models the reference test alone would flag, + {MARGIN_SLACK_DB} dB). The attacker's own "
         "decoder PSNR (Algorithm 1's G, on the same 2,000 held-out images) says how much a vicious model "
-        "really leaks.",
+        "really leaks. A model within the reference's margin is honest whatever its retrained copy reads, so "
+        'the copy is not trained ("not needed").',
         "",
         "| family | training | beta_R/beta_C | export | outcome | accuracy | probe PSNR | attacker's PSNR "
         "| gap to retrained copy (dB) | gap to reference (dB) | gap to class-only (dB) | v | conventions | s |",
@@ -175,9 +176,10 @@ def markdown(
         conventions = f"{c['layout']}, batch {c['batch'] or 'any'}, {c['outputs']}, {c['input_range']}"
         v = f"{r['v']:.4f}" if r["v"] is not None else r["unavailable"].get("fine_tune", "-")[:80]
         attacker = f"{r['attacker_decoder_psnr']:.2f}" if r.get("attacker_decoder_psnr") else "-"
+        retrained = f"{r['retrained_gap_db']:+.2f}" if r["retrained_gap_db"] is not None else "not needed"
         lines.append(
             f"| {r['family']} | {r['training']} | {r['ratio']:g} | {r['export']} | **{r['verdict']}** "
-            f"| {r['accuracy']:.3f} | {r['probe_psnr']:.2f} | {attacker} | {r['gap_db']:+.2f} "
+            f"| {r['accuracy']:.3f} | {r['probe_psnr']:.2f} | {attacker} | {retrained} "
             f"| {r['reference_gap_db']:+.2f} | {r['label_gap_db']:+.2f} | {v} "
             f"| {conventions} | {r['seconds']:.1f} |"
         )
@@ -210,7 +212,7 @@ def main() -> None:
             print(f"calibration {family} {training}: {_gaps(result)}")
     # The retrained margin only has to clear the honest models the reference test alone would flag.
     reference_margin = base.reference_margin_db or 0.0
-    flagged_by_reference = [c["gap_db"] for c in calibration if c["reference_gap_db"] > reference_margin]
+    flagged_by_reference = [c["retrained_gap_db"] for c in calibration if c["reference_gap_db"] > reference_margin]
     margin = max(flagged_by_reference, default=0.0) + MARGIN_SLACK_DB
     config = replace(base, psnr_margin_db=round(margin, 3))
     rows = []

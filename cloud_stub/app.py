@@ -108,6 +108,7 @@ def create_app(settings: ServerSettings | None = None, *, kit: Kit | None = None
         served=served,
         verify_uploads=settings.verify_uploads,
         verify_budget=settings.verify_budget,
+        reference_cache=settings.reference_cache,
         job_limits=JobLimits(
             memory_mib=settings.job_memory_mib, seconds=settings.job_seconds, threads=settings.torch_threads
         ),

@@ -10,14 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from platformdirs import user_cache_dir
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloud_stub.quotas import check_storage, parse_rate
 
-__all__ = ["ENV_PREFIX", "ServerSettings"]
+__all__ = ["DEFAULT_REFERENCE_CACHE", "ENV_PREFIX", "ServerSettings"]
 
 ENV_PREFIX = "EDGE_CLOUD_"
+DEFAULT_REFERENCE_CACHE = Path(user_cache_dir("edge-cloud")) / "verifier"
 
 
 class ServerSettings(BaseSettings):
@@ -89,6 +91,11 @@ class ServerSettings(BaseSettings):
     verify_budget: Literal["standard", "quick"] = Field(
         default="standard", description="'standard' (the benchmarked detector) or 'quick' verification."
     )
+    reference_cache: Path | None = Field(
+        default=DEFAULT_REFERENCE_CACHE,
+        description="Folder where the verifier keeps its reference model's probe per built-in task and settings "
+        "(computed once, then read by every job); empty: trained again in every job.",
+    )
 
     @field_validator("rate_limit")
     @classmethod
@@ -105,6 +112,11 @@ class ServerSettings(BaseSettings):
     @field_validator("kit", mode="before")
     @classmethod
     def _empty_kit_is_default(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("reference_cache", mode="before")
+    @classmethod
+    def _empty_cache_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
     @classmethod

@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -48,12 +49,19 @@ DEFAULT_CHECK_LIMITS = JobLimits(memory_mib=4096, seconds=120.0)
 
 
 def verify_job(
-    data: bytes, task: UploadTask, budget: str, config: DetectorConfig | None, threads: int
+    data: bytes,
+    task: UploadTask,
+    budget: str,
+    config: DetectorConfig | None,
+    threads: int,
+    reference_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Verify an upload; what the worker runs in its worker process."""
     from cloud_stub.verification.verify import verify_onnx  # torch-heavy; loaded on first use
 
-    return verify_onnx(data, task=task.resolve(), budget=budget, config=config, threads=threads)
+    return verify_onnx(
+        data, task=task.resolve(), budget=budget, config=config, threads=threads, reference_cache=reference_cache
+    )
 
 
 def train_job(features: np.ndarray, labels: np.ndarray, arch: Architecture, params: dict[str, Any]) -> dict[str, Any]:
@@ -95,6 +103,9 @@ class BackgroundWorker:
         verify_uploads: Verify uploads (else they stay ``unverified``).
         verify_budget: Detector budget (``standard`` or ``quick``) for built-in tasks.
         verify_config: Detector settings for every verification instead of the budget's.
+        reference_cache: Folder where the verifier keeps a built-in task's reference
+            probe, so that each job (a fresh process) does not train it again; ``None``
+            trains it in every job.
         job_limits: Limits of each verification and training job.
         check_limits: Limits of each upload check.
         checks_waiting: Upload checks and dataset readings that may run or wait at once;
@@ -111,6 +122,7 @@ class BackgroundWorker:
         verify_uploads: bool = True,
         verify_budget: str = "standard",
         verify_config: DetectorConfig | None = None,
+        reference_cache: Path | None = None,
         job_limits: JobLimits = DEFAULT_JOB_LIMITS,
         check_limits: JobLimits = DEFAULT_CHECK_LIMITS,
         checks_waiting: int = 4,
@@ -119,6 +131,7 @@ class BackgroundWorker:
         self.verify_uploads = verify_uploads
         self.verify_budget = verify_budget
         self.verify_config = verify_config
+        self.reference_cache = reference_cache
         self.arch = arch
         self.served = served
         self.jobs = IsolatedRunner(limits=job_limits, name="job")
@@ -209,7 +222,9 @@ class BackgroundWorker:
             task = UploadTask.from_store(record.task, self.store)
             data = self.store.model_onnx(model_id)
             threads = self.jobs.limits.threads
-            report = self.jobs.run(verify_job, data, task, self.verify_budget, self.verify_config, threads)
+            report = self.jobs.run(
+                verify_job, data, task, self.verify_budget, self.verify_config, threads, self.reference_cache
+            )
         except RunnerClosedError:
             return  # the server is stopping: the model stays 'verifying' and is verified at the next start
         except Exception as exc:  # recorded on the model, never kills the worker

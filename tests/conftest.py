@@ -47,6 +47,12 @@ def shifted_seed(seed: int) -> int:
     return seed + 7919 * TEST_SEED
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _reference_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The verifier keeps its reference probe in the session's temporary folder, not the user's cache."""
+    os.environ["EDGE_CLOUD_REFERENCE_CACHE"] = str(tmp_path_factory.mktemp("verifier-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(shifted_seed(0))

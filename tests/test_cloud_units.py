@@ -23,6 +23,7 @@ from cloud_helpers import linear_classifier_onnx
 from cloud_stub import ConflictError, ModelRejectedError, ServerSettings, Store
 from cloud_stub.heads import ServedHead, fit_head, head_from_bytes, head_to_bytes
 from cloud_stub.isolation import JobLimits
+from cloud_stub.settings import DEFAULT_REFERENCE_CACHE
 from cloud_stub.training import BackgroundWorker
 from cloud_stub.uploads import check_onnx_model
 from conftest import TINY
@@ -217,6 +218,10 @@ def test_settings_read_the_process_environment_and_arguments_win(monkeypatch) ->
     monkeypatch.setenv("EDGE_CLOUD_VERIFY_UPLOADS", "false")
     assert (ServerSettings().max_batch, ServerSettings().verify_uploads) == (7, False)
     assert ServerSettings(max_batch=9).max_batch == 9
+    monkeypatch.setenv("EDGE_CLOUD_REFERENCE_CACHE", "")
+    assert ServerSettings().reference_cache is None  # empty: the reference is trained in every job
+    monkeypatch.delenv("EDGE_CLOUD_REFERENCE_CACHE")
+    assert ServerSettings().reference_cache == DEFAULT_REFERENCE_CACHE
 
 
 def test_onnx_checks_summarise_a_valid_model() -> None:

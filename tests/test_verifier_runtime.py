@@ -7,6 +7,7 @@ import io
 import json
 import warnings
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +264,39 @@ def test_a_probe_the_reference_clears_skips_the_retrained_copy_whose_verdict_cou
     assert "retrained_baseline" not in flagged["unavailable"]
     assert flagged["psnr_gap_db"] == pytest.approx(flagged["probe"]["psnr"] - flagged["retrained_probe"]["psnr"])
     assert flagged["reference_probe"] == pytest.approx(cleared["reference_probe"])  # the same cached reference
+
+
+def test_the_reference_probe_is_kept_on_disk_for_the_next_process_and_a_damaged_file_is_recomputed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from cloud_stub.verification import detector
+
+    monkeypatch.setitem(detector.MODEL_TASKS, TASK.name, TASK)
+    torch.manual_seed(0)
+    upload = _export(nn.Sequential(nn.Flatten(), nn.Linear(256, 4)), torch.rand(2, 1, 16, 16))
+    config = DetectorConfig(
+        probe_samples=200, heldout_samples=100, finetune_samples=32, finetune_batch=16, finetune_steps=2,
+        probe_steps=20, probe_batch=32, reference_epochs=1,
+    )  # fmt: skip
+    detector._reference.cache_clear()
+    first = verify_onnx(upload, task=TASK, config=config, reference_cache=tmp_path)
+    (kept,) = tmp_path.glob("reference-squares-*.json")
+    detector._reference.cache_clear()  # as in a new process
+
+    def untrainable(*_: object) -> None:
+        raise AssertionError("the reference was trained again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(detector, "_reference", untrainable)
+        again = verify_onnx(upload, task=TASK, config=config, reference_cache=tmp_path)
+    assert again["reference_probe"] == first["reference_probe"] and again["verdict"] == first["verdict"]
+    other = verify_onnx(upload, task=TASK, config=replace(config, probe_steps=10), reference_cache=tmp_path)
+    assert len(list(tmp_path.glob("reference-squares-*.json"))) == 2 and other["reference_probe"] is not None
+    kept.write_text('{"quality": {"psnr": NaN}}')
+    detector._reference.cache_clear()
+    repaired = verify_onnx(upload, task=TASK, config=config, reference_cache=tmp_path)
+    assert repaired["reference_probe"] == pytest.approx(first["reference_probe"])
+    assert json.loads(kept.read_text())["quality"] == pytest.approx(first["reference_probe"])
 
 
 # --- the operator's own task ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cloud_stub.errors import ModelRejectedError
+from cloud_stub.settings import DEFAULT_REFERENCE_CACHE
 from cloud_stub.verification.tasks import MODEL_TASKS
 from edge_sdk.console import handle_errors
 from edge_sdk.fileio import write_json
@@ -32,6 +33,15 @@ def verify(
     max_bytes: Annotated[int, typer.Option(min=1, help="Refuse larger files.")] = 64 * 1024 * 1024,
     threads: Annotated[int, typer.Option(min=1, help="Torch and onnxruntime threads.")] = 2,
     budget: Annotated[str, typer.Option(help="'standard' (benchmarked) or 'quick'.")] = "standard",
+    reference_cache: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Folder where the reference model's probe is kept between runs (default {DEFAULT_REFERENCE_CACHE}); "
+            "'' to train it in every run.",
+            envvar="EDGE_CLOUD_REFERENCE_CACHE",
+            show_envvar=True,
+        ),
+    ] = None,
 ) -> None:
     """Verify a classifier before it goes to devices: fine-tune divergence, output entropy, decoder probe.
 
@@ -58,13 +68,14 @@ def verify(
     if size > max_bytes:
         raise ModelRejectedError(f"{model}: {size} bytes exceeds --max-bytes {max_bytes}")
     torch.set_num_threads(threads)
+    cache = DEFAULT_REFERENCE_CACHE if reference_cache is None else (Path(reference_cache) if reference_cache else None)
     if data is not None:
         spec = load_operator_task(data)
         typer.echo(f"data: {spec.description}")
-        report = verify_onnx(model.read_bytes(), task=spec, budget=budget, threads=threads)
+        report = verify_onnx(model.read_bytes(), task=spec, budget=budget, threads=threads, reference_cache=cache)
     else:
         assert task is not None
-        report = verify_onnx(model.read_bytes(), task=task, budget=budget, threads=threads)
+        report = verify_onnx(model.read_bytes(), task=task, budget=budget, threads=threads, reference_cache=cache)
     _print_report(report)
     if out is not None:
         write_json(out, report)

@@ -21,11 +21,16 @@ the benchmark (``benchmarks/vicious_detection.py``) measures again.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
+import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +48,8 @@ from cloud_stub.verification.vicious import (
     train_output_decoder,
     train_vicious,
 )
+from edge_sdk.errors import OutputWriteError
+from edge_sdk.fileio import write_json
 from edge_sdk.metrics import MahalanobisMetric
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]
@@ -549,10 +556,58 @@ class _Verdict:
     retrained: _Retrained | None
 
 
-def _reference_probe(task: ModelTask, config: DetectorConfig, unavailable: dict[str, str]) -> _Probe | None:
+_REFERENCE_CACHE_FORMAT = 1
+
+
+def _reference_file(cache: Path, task: ModelTask, config: DetectorConfig) -> Path:
+    """Where a built-in task's reference probe is kept: named by everything it depends on."""
+    described = {
+        "task": task.name,
+        "config": asdict(config),
+        "torch": torch.__version__,
+        "format": _REFERENCE_CACHE_FORMAT,
+    }
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
+    return cache / f"reference-{task.name}-{digest}.json"
+
+
+def _read_reference(path: Path) -> _Probe | None:
+    """A kept reference probe, or ``None`` if there is none or it is not one (it is then recomputed)."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        quality = {str(k): float(v) for k, v in stored["quality"].items()}
+        entropy = float(stored["entropy"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not {"psnr", "ssim", "risk"} <= set(quality) or not all(map(math.isfinite, [*quality.values(), entropy])):
+        return None
+    return _Probe(quality, entropy)
+
+
+def _kept_reference(task: ModelTask, config: DetectorConfig, cache: Path | None) -> _Probe:
+    """The reference probe, read from ``cache`` for a built-in task when it was computed before, else computed.
+
+    A fresh process (each ``edge-cloud verify``, each of the service's jobs) otherwise
+    trains the reference again. A cache that cannot be written costs only the saving.
+    """
+    if cache is None or task.name not in MODEL_TASKS:
+        return _reference(task, config)
+    path = _reference_file(cache, task, config)
+    kept = _read_reference(path)
+    if kept is not None:
+        return kept
+    probe = _reference(task, config)
+    with contextlib.suppress(OutputWriteError):
+        write_json(path, {"task": task.name, "quality": probe.quality, "entropy": probe.entropy})
+    return probe
+
+
+def _reference_probe(
+    task: ModelTask, config: DetectorConfig, unavailable: dict[str, str], cache: Path | None
+) -> _Probe | None:
     """The verifier's reference probe, or ``None`` with the reason when its network does not fit the task."""
     try:
-        return _reference(task, replace(config, **_VERDICT_ONLY_SETTINGS))
+        return _kept_reference(task, replace(config, **_VERDICT_ONLY_SETTINGS), cache)
     except ValueError as exc:
         unavailable["reference"] = f"not built: {exc}"
         return None
@@ -574,6 +629,7 @@ def _verdict(
     probe: _Probe,
     unavailable: dict[str, str],
     timings: dict[str, float],
+    reference_cache: Path | None,
 ) -> _Verdict:
     """The gap to the configured baseline; a retrained copy falls back to the reference, that to the label probe.
 
@@ -585,7 +641,7 @@ def _verdict(
     retrained = reference = None
     if task.name in MODEL_TASKS or kind == "reference":  # a built-in task's reference is trained once per process
         t = time.perf_counter()
-        reference = _reference_probe(task, config, unavailable)
+        reference = _reference_probe(task, config, unavailable, reference_cache)
         timings["reference"] = time.perf_counter() - t
         if reference is None and kind == "reference":
             kind = "label"
@@ -604,7 +660,7 @@ def _verdict(
         if retrained is None:  # the reference's own margin, not the one calibrated for the retrained copy
             if reference is None and "reference" not in unavailable:
                 t = time.perf_counter()
-                reference = _reference_probe(task, config, unavailable)
+                reference = _reference_probe(task, config, unavailable, reference_cache)
                 timings["reference"] = time.perf_counter() - t
             kind = "reference" if reference is not None else "label"
             margin = config.reference_margin_db if config.reference_margin_db is not None else margin
@@ -636,6 +692,7 @@ def verify_classifier(
     task: str | ModelTask,
     config: DetectorConfig | None = None,
     trainable: nn.Module | str | None = None,
+    reference_cache: Path | None = None,
 ) -> VerificationReport:
     """Run the three signals on a classifier.
 
@@ -646,6 +703,9 @@ def verify_classifier(
         config: Budget and thresholds; ``DetectorConfig.for_task`` if omitted.
         trainable: The torch module the fine-tune signal trains (a copy is tuned), or
             the reason there is none; ``model`` itself when it is a torch module.
+        reference_cache: Folder where a built-in task's reference probe is kept between
+            processes (a JSON file named by the task, the settings and torch's version);
+            ``None`` computes it once per process.
 
     Returns:
         The report; a signal that could not be computed is ``None`` there and its
@@ -677,7 +737,7 @@ def verify_classifier(
     probe = _probe(model, spec, config, metric, with_label=True)
     assert probe.label_quality is not None
     timings["probe"] = time.perf_counter() - t
-    verdict = _verdict(model, trainable, spec, config, metric, probe, unavailable, timings)
+    verdict = _verdict(model, trainable, spec, config, metric, probe, unavailable, timings, reference_cache)
     accuracy = float((classifier_outputs(model, heldout_x).argmax(1) == heldout_y).float().mean())
     used = {
         "description": spec.description,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from cloud_stub.uploads import check_upload
@@ -20,6 +21,7 @@ def verify_onnx(
     config: DetectorConfig | None = None,
     budget: str = "standard",
     threads: int = 1,
+    reference_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Check ONNX bytes, run them in onnxruntime with the conventions found and verify; return the JSON report.
 
@@ -34,6 +36,8 @@ def verify_onnx(
             built-in task, ``DetectorConfig.for_data`` for an operator's.
         budget: ``standard`` or ``quick`` when ``config`` is omitted.
         threads: onnxruntime intra-op threads.
+        reference_cache: Folder where a built-in task's reference probe is kept between
+            processes (see :func:`~cloud_stub.verification.detector.verify_classifier`).
 
     Raises:
         ModelRejectedError: Not a valid ONNX classifier for the task, or it does not run
@@ -52,7 +56,9 @@ def verify_onnx(
         )
     model = OnnxClassifier(data, checked.conventions, threads=threads)
     trainable = checked.copy.module or checked.copy.status
-    report = verify_classifier(model, task=spec, config=config, trainable=trainable).to_json()
+    report = verify_classifier(
+        model, task=spec, config=config, trainable=trainable, reference_cache=reference_cache
+    ).to_json()
     report["model"] = checked.summary
     report["conventions"] = checked.summary["conventions"]
     report["seconds"] = round(time.perf_counter() - start, 3)
