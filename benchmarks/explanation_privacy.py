@@ -12,9 +12,10 @@ each) it trains:
 - ExpMI: the same network from prediction and map (the map divided by its maximum);
 - GNIME's noise generator, in the paper's game against an inversion network (``--lam``),
   its noise optionally rescaled to a mean square ``--gamma`` per map (the paper's Eq. 3);
-- adaptive ExpMI attackers on what the device would release: GNIME maps, and maps with
-  Gaussian noise of GNIME's mean square distortion (RND). The device ships the noise
-  generator, so an attacker applies it to its own public faces.
+- adaptive ExpMI attackers on what the device would release: GNIME maps, maps with
+  Gaussian noise of GNIME's mean square distortion (RND), and maps averaged over a
+  ``--coarsen`` x ``--coarsen`` grid (``edge-sdk explain --coarsen``). The device ships
+  its defence, so an attacker applies it to its own public faces.
 
 It then attacks the 80 private-test faces (20 people, chance 0.05) and scores the
 reconstructions as the evaluation harness does: identity accuracy with SFace (gallery:
@@ -48,7 +49,7 @@ from edge_sdk.evaluation.explanation_attacks import (
 )
 from edge_sdk.evaluation.identity import train_identity_classifier
 from edge_sdk.evaluation.oracles import ClassifierOracle, IdentityOracle, SFaceOracle, identity_accuracy_of
-from edge_sdk.explanation_noise import ExplanationNoiseGenerator, rescale_noise
+from edge_sdk.explanation_noise import ExplanationNoiseGenerator, coarsen_maps, normalise_maps, rescale_noise
 from edge_sdk.figures import save_image_rows
 from edge_sdk.kit import Kit, load_kit
 from edge_sdk.metrics import psnr, ssim
@@ -97,6 +98,11 @@ def run_method(
         return maps + distortion**0.5 * torch.randn(maps.shape, generator=g)
 
     random_test = gaussian(test.maps, test.probabilities, seed=args.seed + 1)
+
+    def coarsened(maps: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return normalise_maps(coarsen_maps(maps, grid=args.coarsen))
+
+    coarse_test = coarsened(test.maps, test.probabilities)
     attackers = {
         "PredMI (prediction alone)": (train_inverter(public, use_maps=False, **common), test.maps),
         "ExpMI, clean maps": (train_inverter(public, **common), test.maps),
@@ -105,6 +111,10 @@ def run_method(
             random_test,
         ),
         "ExpMI, GNIME maps": (train_inverter(public, released=gnime, **common), gnime_test),
+        f"ExpMI, coarsened maps ({args.coarsen}x{args.coarsen} grid)": (
+            train_inverter(public, released=coarsened, **common),
+            coarse_test,
+        ),
     }
     rows, grid = {}, [("originals", to_unit_range(test.images[: args.grid], spec))]
     for name, (inverter, maps) in attackers.items():
@@ -115,7 +125,8 @@ def run_method(
 
     target = test.probabilities.argmax(dim=1)
     fidelity = {}
-    for name, maps in (("clean", test.maps), ("GNIME", gnime_test), ("RND", random_test)):
+    released = (("clean", test.maps), ("GNIME", gnime_test), ("RND", random_test), ("coarsened", coarse_test))
+    for name, maps in released:
         curve = deletion_curve(kit, test.images, maps, target)
         fidelity[name] = {
             "rank_correlation_with_clean": float(rank_correlation(maps, test.maps).mean()),
@@ -137,6 +148,7 @@ def main() -> None:
     parser.add_argument(
         "--gamma", type=float, default=None, help="Eq. 3: GNIME's noise rescaled to this mean square per map."
     )
+    parser.add_argument("--coarsen", type=int, default=8, help="Grid the coarsened maps are averaged over.")
     parser.add_argument("--grid", type=int, default=8, help="Faces in the reconstruction figure.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)

@@ -1,10 +1,14 @@
-"""GNIME: noise that keeps an attribution map's meaning while an inversion network cannot read the face in it.
+"""Defences of attribution maps before they leave the device: GNIME's noise, and coarsening.
 
 The GNIME paper (``../shared/papers/gnime-inversion-resistant-explanations.md``, Sec. 4)
 trains a noise generator ``f_NG(e, y) -> e_hat`` against an inversion network
 ``f_INV(e, y) -> x`` in a two-player game on public faces; the device then releases
 ``e_hat`` instead of the map ``e``. This module holds the generator, what the device
 runs; the game is :func:`edge_sdk.evaluation.explanation_attacks.train_gnime`.
+
+:func:`coarsen_maps` is the simpler defence measured beside it: each map averaged over a
+coarse grid, which keeps where the map is large and drops the fine detail an inverter
+reads the face from (``benchmarks/explanation_privacy.py``).
 
 Maps are compared at one scale: :func:`normalise_maps` divides each by its maximum, as
 an attacker would before reading it.
@@ -13,9 +17,10 @@ an attacker would before reading it.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ExplanationNoiseGenerator", "normalise_maps", "prediction_planes", "rescale_noise"]
+__all__ = ["ExplanationNoiseGenerator", "coarsen_maps", "normalise_maps", "prediction_planes", "rescale_noise"]
 
 
 def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -72,3 +77,24 @@ def rescale_noise(maps: torch.Tensor, noised: torch.Tensor, *, mse: float) -> to
     noise = noised - maps
     power = noise.pow(2).flatten(1).mean(dim=1).clamp_min(1e-20)
     return maps + noise * (mse / power).sqrt().view(-1, 1, 1)
+
+
+def coarsen_maps(maps: torch.Tensor, *, grid: int) -> torch.Tensor:
+    """Each map ``(N, H, W)`` averaged over a ``grid x grid`` grid of cells, then bilinearly back to ``H x W``.
+
+    Cells are :func:`torch.nn.functional.adaptive_avg_pool2d`'s (equal blocks when
+    ``grid`` divides the size); the upsampling uses pixel centres
+    (``align_corners=False``). What was large stays large; detail finer than a cell is
+    gone.
+
+    Raises:
+        ValueError: ``grid`` is below 1 or above the map's size.
+
+    Example:
+        >>> coarsen_maps(torch.ones(2, 64, 64), grid=8).shape
+        torch.Size([2, 64, 64])
+    """
+    if not 1 <= grid <= min(maps.shape[-2:]):
+        raise ValueError(f"grid must be between 1 and the map's size {tuple(maps.shape[-2:])}, got {grid}")
+    cells = F.adaptive_avg_pool2d(maps[:, None], grid)
+    return F.interpolate(cells, size=maps.shape[-2:], mode="bilinear", align_corners=False)[:, 0]

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from edge_sdk.cli import app
 from edge_sdk.console import EXIT_BAD_INPUT
+from edge_sdk.explanation_noise import coarsen_maps
 from edge_sdk.explanations import IntegratedGradientsMap, explain
 from edge_sdk.kit import Kit
 
@@ -96,3 +97,33 @@ def test_explain_command_writes_maps_answers_and_an_overlay_figure(tmp_path: Pat
     assert Image.open(figure).format == "PNG"
     bad = runner.invoke(app, [*args, "--method", "lime"])
     assert bad.exit_code == EXIT_BAD_INPUT and "grad-cam" in bad.output
+    coarse = tmp_path / "coarse.npz"
+    result = runner.invoke(app, [*args[:3], str(coarse), *args[4:], "--method", "grad-cam", "--coarsen", "4"])
+    assert result.exit_code == 0 and "(grad-cam+coarsen4)" in result.output
+    with np.load(out) as fine, np.load(coarse) as coarsened:
+        expected = coarsen_maps(torch.from_numpy(fine["maps"]), grid=4).numpy()
+        np.testing.assert_allclose(coarsened["maps"], expected, rtol=1e-6)
+        assert '"coarsen": 4' in str(coarsened["config"])
+    too_fine = runner.invoke(app, [*args, "--coarsen", "17"])
+    assert too_fine.exit_code == EXIT_BAD_INPUT and "image size, 16" in too_fine.output
+
+
+def _bilinear_reference(cells: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear upsampling with pixel centres, written out: source ``(x + 0.5) * g / size - 0.5``, clamped."""
+    grid = cells.shape[-1]
+    source = np.clip((np.arange(size) + 0.5) * grid / size - 0.5, 0, grid - 1)
+    low = np.floor(source).astype(int)
+    high = np.minimum(low + 1, grid - 1)
+    weight = source - low
+    rows = cells[:, low, :] * (1 - weight)[None, :, None] + cells[:, high, :] * weight[None, :, None]
+    return rows[:, :, low] * (1 - weight)[None, None, :] + rows[:, :, high] * weight[None, None, :]
+
+
+def test_coarsened_maps_are_block_means_bilinearly_upsampled() -> None:
+    maps = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(4))
+    blocks = maps.numpy().reshape(3, 8, 8, 8, 8).mean(axis=(2, 4))
+    np.testing.assert_allclose(coarsen_maps(maps, grid=8).numpy(), _bilinear_reference(blocks, 64), atol=1e-6)
+    flat = torch.full((1, 64, 64), 0.3)
+    torch.testing.assert_close(coarsen_maps(flat, grid=5), flat)  # uneven cells too
+    with pytest.raises(ValueError, match="grid must be between 1"):
+        coarsen_maps(maps, grid=65)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +41,15 @@ def _audit_client(*, upload: str | None, api_key: str | None, dataset: str | Non
     return CloudClient(upload, api_key=api_key or "") if upload is not None else None
 
 
+def _released_as(method: str, coarsen: int | None, *, size: int, methods: Iterable[str]) -> str:
+    """The name of what is released (the method, and the coarsening grid); refuses what cannot be made."""
+    if method not in methods:
+        raise typer.BadParameter(f"choose one of {', '.join(methods)}", param_hint="--method")
+    if coarsen is not None and coarsen > size:
+        raise typer.BadParameter(f"at most the kit's image size, {size}", param_hint="--coarsen")
+    return method if coarsen is None else f"{method}+coarsen{coarsen}"
+
+
 def _write_npz(out: Path, arrays: dict[str, np.ndarray]) -> None:
     def write(tmp: Path) -> None:
         with tmp.open("wb") as handle:
@@ -68,6 +78,14 @@ def explain_command(
     ] = None,
     api_key: ApiKeyOption = None,
     dataset: Annotated[str | None, typer.Option(help="With --upload: the dataset the maps are stored under.")] = None,
+    coarsen: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Average each map over a GRID x GRID grid before it is written or uploaded: less of the face "
+            "for an inverter, less detail (measured in docs/explanations.md).",
+        ),
+    ] = None,
 ) -> None:
     """Explain the kit head's answer for every face of FOLDER with an attribution map.
 
@@ -77,14 +95,14 @@ def explain_command(
     what the cloud then sees before --upload sends them.
     """
     require_extra("explain", feature="edge-sdk explain")
+    from edge_sdk.explanation_noise import coarsen_maps
     from edge_sdk.explanations import EXPLAINERS, explain
 
-    if method not in EXPLAINERS:
-        raise typer.BadParameter(f"choose one of {', '.join(EXPLAINERS)}", param_hint="--method")
     client = _audit_client(upload=upload, api_key=api_key, dataset=dataset)
     uploaded: dict[str, Any] | None = None
     use_threads(threads)
     loaded = load_kit(kit)
+    released_as = _released_as(method, coarsen, size=loaded.architecture.image_size, methods=EXPLAINERS)
     files = list_images(folder)
     maps: list[np.ndarray] = []
     predicted: list[np.ndarray] = []
@@ -98,11 +116,12 @@ def explain_command(
         for batch in iter_folder_batches(folder, loaded.spec, batch_size=batch_size, files=files, policy=policy):
             if batch.files:
                 result = explain(loaded, batch.images, method=method, batch_size=batch_size)
+                released = result.maps if coarsen is None else coarsen_maps(result.maps, grid=coarsen)
                 if client is not None and dataset is not None:
                     uploaded = client.upload_explanations(
-                        dataset, result.maps, result.predicted, method=method, probabilities=result.probabilities
+                        dataset, released, result.predicted, method=released_as, probabilities=result.probabilities
                     )
-                maps.append(result.maps.numpy())
+                maps.append(released.numpy())
                 predicted.append(result.predicted.numpy())
                 probabilities.append(result.probabilities.numpy())
                 if figure is not None and sum(i.shape[0] for i in images) < 16:
@@ -117,6 +136,7 @@ def explain_command(
         "command": "explain",
         "kit": loaded.manifest.name,
         "method": method,
+        "coarsen": coarsen,
         "classes": loaded.manifest.task.classes,
     }
     arrays: dict[str, np.ndarray] = {
@@ -129,7 +149,7 @@ def explain_command(
     }
 
     _write_npz(out, arrays)
-    typer.echo(f"explained {len(names)} faces ({method}) -> {out}")
+    typer.echo(f"explained {len(names)} faces ({released_as}) -> {out}")
     if uploaded is not None:
         typer.echo(f"uploaded the maps to dataset {dataset!r} at {upload} ({uploaded['total']} there now)")
     if figure is not None:
