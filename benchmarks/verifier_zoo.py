@@ -176,7 +176,8 @@ def markdown(
         conventions = f"{c['layout']}, batch {c['batch'] or 'any'}, {c['outputs']}, {c['input_range']}"
         v = f"{r['v']:.4f}" if r["v"] is not None else r["unavailable"].get("fine_tune", "-")[:80]
         attacker = f"{r['attacker_decoder_psnr']:.2f}" if r.get("attacker_decoder_psnr") else "-"
-        retrained = f"{r['retrained_gap_db']:+.2f}" if r["retrained_gap_db"] is not None else "not needed"
+        reason = r["unavailable"].get("retrained_baseline", "-")
+        retrained = f"{r['retrained_gap_db']:+.2f}" if r["retrained_gap_db"] is not None else reason.split(":")[0]
         lines.append(
             f"| {r['family']} | {r['training']} | {r['ratio']:g} | {r['export']} | **{r['verdict']}** "
             f"| {r['accuracy']:.3f} | {r['probe_psnr']:.2f} | {attacker} | {retrained} "

@@ -447,11 +447,19 @@ def test_explanations_sent_with_predictions_are_stored_once_like_features(cloud:
             client.explanations("nothing-here")
     counts = np.bincount(torch.cat([result.predicted, result.predicted[:2]]).numpy(), minlength=3)
     assert summary["samples"] == 7 and summary["batches"] == 2
+    assert summary["methods"] == {"grad": 2, "grad-cam": 5}
     assert summary["label_counts"] == {str(c): int(n) for c, n in enumerate(counts) if n}
     stored = cloud.store.load_explanations("audit-maps")
     np.testing.assert_array_equal(stored["maps"], torch.cat([result.maps, result.maps[:2]]).numpy())
     np.testing.assert_array_equal(stored["predicted"][:5], result.predicted.numpy())
     assert "probabilities" not in stored  # the second batch sent none
+    assert stored["method"].tolist() == ["grad-cam"] * 5 + ["grad"] * 2
+    # A retry is the same upload only with the same method too.
+    body, key = _explanations(), {"X-API-Key": cloud.key, "Idempotency-Key": "maps-0001"}
+    url = f"{cloud.base}/v1/datasets/audit-retry/explanations"
+    assert httpx.post(url, params={"method": "grad"}, content=body, headers=key).status_code == 201
+    assert httpx.post(url, params={"method": "grad"}, content=body, headers=key).json()["replayed"]
+    assert httpx.post(url, params={"method": "grad-cam"}, content=body, headers=key).status_code == 409
     assert cloud.store.count_rows("sample_batches") == samples_before  # kept apart from features
 
 

@@ -263,7 +263,8 @@ def test_a_probe_the_reference_clears_skips_the_retrained_copy_whose_verdict_cou
     assert flagged["retrained_probe"] is not None and flagged["timings"]["retrained"] > 0
     assert "retrained_baseline" not in flagged["unavailable"]
     assert flagged["psnr_gap_db"] == pytest.approx(flagged["probe"]["psnr"] - flagged["retrained_probe"]["psnr"])
-    assert flagged["reference_probe"] == pytest.approx(cleared["reference_probe"])  # the same cached reference
+    # The reference does not depend on the margins: the same (cached) reference.
+    assert flagged["reference_probe"] == cleared["reference_probe"]
 
 
 def test_the_reference_probe_is_kept_on_disk_for_the_next_process_and_a_damaged_file_is_recomputed(

@@ -15,7 +15,7 @@ from cloud_stub.api.dependencies import (
     SettingsDep,
     StoreDep,
 )
-from cloud_stub.api.schemas import EXPLANATION_METHOD_PATTERN, DatasetOut, SamplesOut
+from cloud_stub.api.schemas import EXPLANATION_METHOD_PATTERN, ExplanationsOut, SamplesOut
 from edge_sdk.client.payloads import (
     MAPS_KEY,
     PREDICTED_KEY,
@@ -94,6 +94,6 @@ def collect_explanations(
 
 
 @router.get("/v1/datasets/{dataset}/explanations", responses={404: {"description": "No such dataset"}})
-def explanation_summary(_: KeyId, dataset: DatasetName, store: StoreDep) -> DatasetOut:
-    """Maps, upload batches and predicted-class counts of the explanations uploaded to a dataset."""
-    return DatasetOut.model_validate(store.explanation_summary(dataset), from_attributes=True)
+def explanation_summary(_: KeyId, dataset: DatasetName, store: StoreDep) -> ExplanationsOut:
+    """Maps, upload batches, predicted-class counts and maps per method of the explanations uploaded to a dataset."""
+    return ExplanationsOut.model_validate(store.explanation_summary(dataset), from_attributes=True)

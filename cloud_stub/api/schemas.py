@@ -13,6 +13,7 @@ __all__ = [
     "MAX_ID",
     "MODEL_NAME_PATTERN",
     "DatasetOut",
+    "ExplanationsOut",
     "HeadOut",
     "Health",
     "JobOut",
@@ -72,6 +73,10 @@ class DatasetOut(BaseModel):
     samples: int
     batches: int
     label_counts: dict[str, int]
+
+
+class ExplanationsOut(DatasetOut):
+    methods: dict[str, int] = Field(description="Maps per method (with any defence after '+')")
 
 
 class TrainRequest(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,7 +69,9 @@ def verify(
     if size > max_bytes:
         raise ModelRejectedError(f"{model}: {size} bytes exceeds --max-bytes {max_bytes}")
     torch.set_num_threads(threads)
-    cache = DEFAULT_REFERENCE_CACHE if reference_cache is None else (Path(reference_cache) if reference_cache else None)
+    if reference_cache is None:  # click reads an empty environment variable as unset; "" means keep nothing
+        reference_cache = os.environ.get("EDGE_CLOUD_REFERENCE_CACHE", str(DEFAULT_REFERENCE_CACHE))
+    cache = Path(reference_cache) if reference_cache else None
     if data is not None:
         spec = load_operator_task(data)
         typer.echo(f"data: {spec.description}")

@@ -8,6 +8,7 @@ from typing import Any
 __all__ = [
     "ApiKeyRow",
     "DatasetSummary",
+    "ExplanationSummary",
     "HeadRow",
     "JobRow",
     "ModelListRow",
@@ -45,6 +46,13 @@ class DatasetSummary:
     samples: int
     batches: int
     label_counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ExplanationSummary(DatasetSummary):
+    """A dataset's uploaded explanations: maps, batches, predicted-class counts, and maps per method."""
+
+    methods: dict[str, int]
 
 
 @dataclass(frozen=True)

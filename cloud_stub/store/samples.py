@@ -70,21 +70,31 @@ def add_batch(
             total = _dataset_total(conn, table, dataset)
         return SampleUpload(batch_id=int(batch_id), added=len(labels), total=total, replayed=False)
     except IntegrityError:
-        return _replayed(engine, table, dataset, digest, api_key_id=api_key_id, idempotency_key=idempotency_key)
+        return _replayed(
+            engine, table, dataset, digest, api_key_id=api_key_id, idempotency_key=idempotency_key, columns=columns
+        )
 
 
 def _replayed(
-    engine: Engine, table: Table, dataset: str, digest: str, *, api_key_id: int, idempotency_key: str | None
+    engine: Engine,
+    table: Table,
+    dataset: str,
+    digest: str,
+    *,
+    api_key_id: int,
+    idempotency_key: str | None,
+    columns: dict[str, Any],
 ) -> SampleUpload:
     with engine.connect() as conn:
         first = conn.execute(
-            select(table.c.id, table.c.dataset, table.c.payload_sha256, table.c.samples).where(
-                table.c.api_key_id == api_key_id, table.c.idempotency_key == idempotency_key
-            )
+            select(
+                table.c.id, table.c.dataset, table.c.payload_sha256, table.c.samples, *map(table.c.get, columns)
+            ).where(table.c.api_key_id == api_key_id, table.c.idempotency_key == idempotency_key)
         ).first()
         if first is None:  # pragma: no cover - the integrity error came from elsewhere
             raise ConflictError("the upload conflicts with stored data")
-        if first.payload_sha256 != digest or first.dataset != dataset:
+        same_columns = all(getattr(first, name) == value for name, value in columns.items())
+        if first.payload_sha256 != digest or first.dataset != dataset or not same_columns:
             raise ConflictError(f"Idempotency-Key {idempotency_key!r} was already used for a different upload")
         total = _dataset_total(conn, table, dataset)
     return SampleUpload(batch_id=int(first.id), added=int(first.samples), total=total, replayed=True)

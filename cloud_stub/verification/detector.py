@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import importlib.metadata
 import json
 import math
 import time
@@ -365,6 +366,12 @@ _VERDICT_ONLY_SETTINGS: dict[str, Any] = {
     "v_threshold": 0.0,
     "psnr_margin_db": 0.0,
     "probe_baseline": "reference",
+    "reference_margin_db": None,
+    "retrain_epochs": 0,
+    "retrain_batch": 0,
+    "retrain_lr": 0.0,
+    "retrain_match": "accuracy",
+    "calibration_copies": 1,
 }
 
 
@@ -559,12 +566,22 @@ class _Verdict:
 _REFERENCE_CACHE_FORMAT = 1
 
 
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("edge-feature-sdk")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def _reference_file(cache: Path, task: ModelTask, config: DetectorConfig) -> Path:
     """Where a built-in task's reference probe is kept: named by everything it depends on."""
     described = {
         "task": task.name,
         "config": asdict(config),
+        # A release may train or probe the reference differently: its file is another one.
+        "package": _package_version(),
         "torch": torch.__version__,
+        "numpy": np.__version__,
         "format": _REFERENCE_CACHE_FORMAT,
     }
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
@@ -639,6 +656,7 @@ def _verdict(
     """
     kind, margin = config.probe_baseline, config.psnr_margin_db
     retrained = reference = None
+    skipped = False
     if task.name in MODEL_TASKS or kind == "reference":  # a built-in task's reference is trained once per process
         t = time.perf_counter()
         reference = _reference_probe(task, config, unavailable, reference_cache)
@@ -652,7 +670,7 @@ def _verdict(
             f"({probe.quality['psnr'] - reference.quality['psnr']:+.2f} dB), so the verdict is honest whatever "
             "the retrained copy reads"
         )
-        kind, margin = "reference", config.reference_margin_db
+        kind, margin, skipped = "reference", config.reference_margin_db, True
     elif kind == "retrained":
         t = time.perf_counter()
         retrained = _retrained_probe(model, trainable, task, config, metric, unavailable)
@@ -681,7 +699,7 @@ def _verdict(
         # Both: more than a standard honest model leaks, and more than this architecture leaks trained honestly.
         vicious = vicious and probe.quality["psnr"] - reference.quality["psnr"] > config.reference_margin_db
         rule += f", and exceeds {_BASELINE_WORDS['reference']} by more than {config.reference_margin_db:.2f} dB"
-    elif "not needed" in unavailable.get("retrained_baseline", ""):
+    elif skipped:
         rule += f", and exceeds {_BASELINE_WORDS['retrained']} by more than its calibrated margin"
     return _Verdict(gap, margin, vicious, rule, reference, retrained)
 

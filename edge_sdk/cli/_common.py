@@ -58,6 +58,14 @@ KitOption = Annotated[Path | None, typer.Option(help="Kit folder; the bundled de
 ApiKeyOption = Annotated[
     str | None, typer.Option(help="API key for --upload.", envvar="EDGE_SDK_API_KEY", show_envvar=True)
 ]
+
+
+def require_api_key(*, upload: str | None, api_key: str | None) -> None:
+    """Refuse ``--upload`` without a key before any work is done."""
+    if upload is not None and not api_key:
+        raise typer.BadParameter("--upload needs --api-key or EDGE_SDK_API_KEY", param_hint="--api-key")
+
+
 EncoderOnnxOption = Annotated[
     Path | None, typer.Option(help="Exported encoder (.onnx) to run under onnxruntime instead of torch.")
 ]

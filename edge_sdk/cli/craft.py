@@ -24,6 +24,7 @@ from edge_sdk.cli._common import (
     crafter_config,
     handle_errors,
     report_job,
+    require_api_key,
     use_threads,
 )
 from edge_sdk.client import CloudClient
@@ -43,8 +44,7 @@ __all__ = ["craft"]
 def _check_upload_options(*, upload: str | None, api_key: str | None, dataset: str | None, labels: Path | None) -> None:
     if upload is None and (dataset is not None or labels is not None):
         raise typer.BadParameter("--dataset and --labels need --upload URL", param_hint="--upload")
-    if upload is not None and not api_key:
-        raise typer.BadParameter("--upload needs --api-key or EDGE_SDK_API_KEY", param_hint="--api-key")
+    require_api_key(upload=upload, api_key=api_key)
     if (dataset is None) != (labels is None):
         raise typer.BadParameter("--dataset and --labels go together", param_hint="--dataset")
 

@@ -20,6 +20,7 @@ from edge_sdk.cli._common import (
     KitOption,
     ThreadsOption,
     handle_errors,
+    require_api_key,
     use_threads,
 )
 from edge_sdk.client import CloudClient
@@ -33,12 +34,20 @@ from edge_sdk.kit import load_kit
 __all__ = ["explain_command"]
 
 
-def _audit_client(*, upload: str | None, api_key: str | None, dataset: str | None) -> CloudClient | None:
-    if (upload is None) != (dataset is None):
-        raise typer.BadParameter("--upload URL and --dataset NAME go together", param_hint="--upload")
-    if upload is not None and not api_key:
-        raise typer.BadParameter("--upload needs --api-key or EDGE_SDK_API_KEY", param_hint="--api-key")
-    return CloudClient(upload, api_key=api_key or "") if upload is not None else None
+def _upload_maps(client: CloudClient, dataset: str, arrays: dict[str, np.ndarray], method: str) -> dict[str, Any]:
+    """Send the maps in batches the server takes; returns its record of the last one."""
+    limit = int(client.version()["max_batch"])
+    stored: dict[str, Any] = {}
+    for start in range(0, len(arrays["maps"]), limit):
+        part = slice(start, start + limit)
+        stored = client.upload_explanations(
+            dataset,
+            arrays["maps"][part],
+            arrays["predicted"][part],
+            method=method,
+            probabilities=arrays["probabilities"][part],
+        )
+    return stored
 
 
 def _released_as(method: str, coarsen: int | None, *, size: int, methods: Iterable[str]) -> str:
@@ -98,8 +107,9 @@ def explain_command(
     from edge_sdk.explanation_noise import coarsen_maps
     from edge_sdk.explanations import EXPLAINERS, explain
 
-    client = _audit_client(upload=upload, api_key=api_key, dataset=dataset)
-    uploaded: dict[str, Any] | None = None
+    if (upload is None) != (dataset is None):
+        raise typer.BadParameter("--upload URL and --dataset NAME go together", param_hint="--upload")
+    require_api_key(upload=upload, api_key=api_key)
     use_threads(threads)
     loaded = load_kit(kit)
     released_as = _released_as(method, coarsen, size=loaded.architecture.image_size, methods=EXPLAINERS)
@@ -117,10 +127,6 @@ def explain_command(
             if batch.files:
                 result = explain(loaded, batch.images, method=method, batch_size=batch_size)
                 released = result.maps if coarsen is None else coarsen_maps(result.maps, grid=coarsen)
-                if client is not None and dataset is not None:
-                    uploaded = client.upload_explanations(
-                        dataset, released, result.predicted, method=released_as, probabilities=result.probabilities
-                    )
                 maps.append(released.numpy())
                 predicted.append(result.predicted.numpy())
                 probabilities.append(result.probabilities.numpy())
@@ -150,7 +156,9 @@ def explain_command(
 
     _write_npz(out, arrays)
     typer.echo(f"explained {len(names)} faces ({released_as}) -> {out}")
-    if uploaded is not None:
+    if upload is not None and dataset is not None:  # after the file is written: a failed upload loses nothing
+        with CloudClient(upload, api_key=api_key or "") as client:
+            uploaded = _upload_maps(client, dataset, arrays, released_as)
         typer.echo(f"uploaded the maps to dataset {dataset!r} at {upload} ({uploaded['total']} there now)")
     if figure is not None:
         from edge_sdk.figures import save_attribution_overlays

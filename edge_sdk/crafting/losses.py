@@ -177,6 +177,9 @@ class IntrapersonalDistance:
         head: The kit head, or ``None``.
         head_weight: Weight of the head's KL divergence.
         rank: Keep only the subspace's first ``rank`` (largest-variance) directions; all when ``None``.
+
+    Raises:
+        ValueError: ``rank`` outside ``1 .. subspace.rank``.
     """
 
     def __init__(
@@ -188,8 +191,10 @@ class IntrapersonalDistance:
         head_weight: float,
         rank: int | None = None,
     ) -> None:
+        if rank is not None and not 1 <= rank <= subspace.rank:
+            raise ValueError(f"rank must be between 1 and the subspace's {subspace.rank}, got {rank}")
         self.subspace = subspace
-        self.rank = rank or subspace.rank
+        self.rank = subspace.rank if rank is None else rank
         with torch.no_grad():
             self.raw_coordinates = subspace(raw)[:, : self.rank]
         self.raw_norm = raw.flatten(1).norm(dim=1).clamp_min(1e-6)
