@@ -13,6 +13,9 @@ in the frame of the aligned face the kit sees. Three methods, one class each in
 - ``"integrated-gradients"``: Integrated Gradients (Sundararajan et al. 2017) from a
   black image, 32 steps, the magnitude of the channel sum.
 
+:func:`explain_onnx` explains any ONNX classifier (a verified upload, a model the device
+runs) from its outputs alone: occlusion maps (Zeiler and Fergus 2014) under onnxruntime.
+
 An explanation computed on the raw image leaks the image: with the prediction, an
 inversion network reconstructs faces better than from the prediction alone
 (``../shared/papers/gnime-inversion-resistant-explanations.md``). Treat maps as
@@ -25,8 +28,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,6 +48,7 @@ __all__ = [
     "IntegratedGradientsMap",
     "KitClassifier",
     "explain",
+    "explain_onnx",
 ]
 
 
@@ -220,3 +226,108 @@ def _frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in saved:
             p.requires_grad_(flag)
+
+
+def _onnx_forward(model: str | Path | bytes, *, threads: int) -> tuple[object, int | None]:
+    """An onnxruntime session of a classifier and the batch size its graph fixes (``None``: any)."""
+    import onnxruntime as ort
+
+    from edge_sdk.errors import EdgeSDKError
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        raise EdgeSDKError(f"onnxruntime cannot load the classifier: {exc}") from exc
+    batch = session.get_inputs()[0].shape[0]
+    return session, batch if isinstance(batch, int) else None
+
+
+def explain_onnx(
+    model: str | Path | bytes,
+    images: torch.Tensor,
+    *,
+    window: int = 4,
+    stride: int | None = None,
+    baseline: float = 0.0,
+    batch_size: int = 32,
+    threads: int = 1,
+) -> Explanation:
+    """Occlusion maps of any ONNX classifier's answer, from its outputs alone (Captum's ``Occlusion``).
+
+    Each ``window x window`` square of the image (every channel) is set to ``baseline``
+    in turn, sliding by ``stride``; a pixel's attribution is the mean change of the
+    predicted class's output over the squares that cover it (Zeiler and Fergus 2014),
+    and the map is its magnitude. Needs no gradient, so it runs on what onnxruntime
+    runs; a graph with a fixed batch size is fed that many images at a time.
+
+    Args:
+        model: The ONNX file or its bytes; one input ``(B, C, H, W)``, one output
+            ``(B, K)`` (logits or probabilities).
+        images: ``(N, C, H, W)`` float32, in the layout and range the model takes.
+        window: Side of the occluded square, in pixels.
+        stride: Pixels between squares; ``window`` (no overlap) if ``None``.
+        baseline: The value occluded pixels take.
+        batch_size: Images explained together.
+        threads: onnxruntime intra-op threads.
+
+    Returns:
+        Maps ``(N, H, W)``, the predicted classes (argmax of the outputs) and the
+        outputs as probabilities (softmax unless they already are), method ``"occlusion"``.
+
+    Raises:
+        MissingExtraError: Captum is not installed (extra ``explain``).
+        EdgeSDKError: onnxruntime cannot load or run the model.
+        TensorShapeError: ``images`` are not a batch ``(N, C, H, W)``.
+        NonFiniteError: ``images`` hold NaN or infinity.
+        ValueError: ``window``, ``stride`` or ``batch_size`` below 1, or ``window`` above the image.
+    """
+    require_extra("explain", feature="explanations")
+    from captum.attr import Occlusion
+
+    if images.dim() != 4:
+        from edge_sdk.errors import TensorShapeError
+
+        raise TensorShapeError(f"images must be a batch (N, C, H, W), got shape {tuple(images.shape)}")
+    images = check_batch(images, tuple(images.shape[1:]), name="images")
+    stride = window if stride is None else stride
+    if min(window, stride, batch_size) < 1 or window > min(images.shape[-2:]):
+        raise ValueError(f"need 1 <= window <= image side, stride >= 1, batch_size >= 1; got {window}, {stride}")
+    session, fixed = _onnx_forward(model, threads=threads)
+    name = session.get_inputs()[0].name  # type: ignore[attr-defined]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().numpy().astype(np.float32)
+        step = fixed or len(array)
+        outputs = [session.run(None, {name: array[i : i + step]})[0] for i in range(0, len(array), step)]  # type: ignore[attr-defined]
+        return torch.from_numpy(np.concatenate(outputs)).float()
+
+    channels = images.shape[1]
+    maps, predicted, probabilities = [], [], []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        outputs = forward(batch)
+        summed = outputs.sum(dim=1)
+        is_probability = bool(((outputs >= 0) & (outputs <= 1)).all()) and torch.allclose(
+            summed, torch.ones_like(summed), atol=1e-3
+        )
+        target = outputs.argmax(dim=1)
+        attribution = Occlusion(forward).attribute(
+            batch,
+            sliding_window_shapes=(channels, window, window),
+            strides=(channels, stride, stride),
+            baselines=baseline,
+            target=target,
+            perturbations_per_eval=16,
+        )
+        maps.append(attribution.sum(dim=1).abs())
+        predicted.append(target)
+        probabilities.append(outputs if is_probability else outputs.softmax(dim=1))
+    return Explanation(
+        maps=torch.cat(maps).float(),
+        predicted=torch.cat(predicted),
+        probabilities=torch.cat(probabilities),
+        method="occlusion",
+    )

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from edge_sdk.cli import app
 from edge_sdk.console import EXIT_BAD_INPUT
 from edge_sdk.explanation_noise import coarsen_maps
-from edge_sdk.explanations import IntegratedGradientsMap, explain
+from edge_sdk.explanations import IntegratedGradientsMap, explain, explain_onnx
 from edge_sdk.kit import Kit
 
 pytest.importorskip("captum", reason="Captum is not installed (extra 'explain')")
@@ -127,3 +127,46 @@ def test_coarsened_maps_are_block_means_bilinearly_upsampled() -> None:
     torch.testing.assert_close(coarsen_maps(flat, grid=5), flat)  # uneven cells too
     with pytest.raises(ValueError, match="grid must be between 1"):
         coarsen_maps(maps, grid=65)
+
+
+def _onnx(module: nn.Module, *, dynamic: bool) -> bytes:
+    import io
+    import warnings
+
+    buffer = io.BytesIO()
+    axes = {"x": {0: "batch"}, "y": {0: "batch"}} if dynamic else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(), (torch.rand(1, 1, 16, 16),), buffer, input_names=["x"], output_names=["y"],
+            dynamic_axes=axes, dynamo=False,
+        )  # fmt: skip
+    return buffer.getvalue()
+
+
+def test_occlusion_of_an_onnx_classifier_is_the_drop_of_its_answer_per_window() -> None:
+    torch.manual_seed(0)
+    linear = nn.Linear(256, 3)
+    module = nn.Sequential(nn.Flatten(), linear)
+    images = torch.rand(5, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    result = explain_onnx(_onnx(module, dynamic=True), images, window=4)
+    with torch.no_grad():
+        logits = module(images)
+    assert result.method == "occlusion" and torch.equal(result.predicted, logits.argmax(1))
+    torch.testing.assert_close(result.probabilities, logits.softmax(1), rtol=1e-5, atol=1e-6)
+    # A linear classifier's logit drops by sum(w * x) over the occluded square, for every pixel in it.
+    weight = linear.weight.detach().numpy().reshape(3, 16, 16)
+    expected = np.zeros((5, 16, 16), np.float32)
+    for n, c in enumerate(result.predicted.tolist()):
+        contribution = weight[c] * images[n, 0].numpy()
+        for top in range(0, 16, 4):
+            for left in range(0, 16, 4):
+                expected[n, top : top + 4, left : left + 4] = abs(contribution[top : top + 4, left : left + 4].sum())
+    np.testing.assert_allclose(result.maps.numpy(), expected, rtol=1e-4, atol=1e-5)
+    # A graph with the batch baked in, returning probabilities, gives the same maps of the same answers.
+    fixed = explain_onnx(_onnx(nn.Sequential(module, nn.Softmax(1)), dynamic=False), images, window=4)
+    assert torch.equal(fixed.predicted, result.predicted)
+    torch.testing.assert_close(fixed.probabilities, result.probabilities, rtol=1e-5, atol=1e-6)
+    assert fixed.maps.shape == (5, 16, 16) and bool((fixed.maps > 0).any())
+    with pytest.raises(ValueError, match="window"):
+        explain_onnx(_onnx(module, dynamic=True), images, window=17)
