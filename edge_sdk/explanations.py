@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_sdk.errors import EdgeSDKError, TensorShapeError
 from edge_sdk.extras import require_extra
 from edge_sdk.kit.kit import Kit
 from edge_sdk.validation import check_batch
@@ -47,8 +48,10 @@ __all__ = [
     "GradCAM",
     "IntegratedGradientsMap",
     "KitClassifier",
+    "OnnxInput",
     "explain",
     "explain_onnx",
+    "read_onnx_input",
 ]
 
 
@@ -228,21 +231,73 @@ def _frozen(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _onnx_forward(model: str | Path | bytes, *, threads: int) -> tuple[object, int | None]:
-    """An onnxruntime session of a classifier and the batch size its graph fixes (``None``: any)."""
-    import onnxruntime as ort
+@dataclass(frozen=True)
+class OnnxInput:
+    """What an ONNX classifier's one input takes, read from its graph.
 
-    from edge_sdk.errors import EdgeSDKError
+    Attributes:
+        channels: 1 (grayscale) or 3 (RGB).
+        side: Side of the square image, in pixels; ``None`` when the graph leaves it open.
+        channels_last: ``True`` for ``(B, H, W, C)`` (Keras style), ``False`` for ``(B, C, H, W)``.
+        batch: The batch size the graph fixes; ``None``: any.
+    """
+
+    channels: int
+    side: int | None
+    channels_last: bool
+    batch: int | None
+
+
+def _open_onnx(model: str | Path | bytes, *, threads: int) -> object:
+    """An onnxruntime CPU session of ``model``; a file it cannot load is an :class:`EdgeSDKError`."""
+    import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     source = model if isinstance(model, bytes) else str(model)
     try:
-        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise EdgeSDKError(f"onnxruntime cannot load the classifier: {exc}") from exc
-    batch = session.get_inputs()[0].shape[0]
-    return session, batch if isinstance(batch, int) else None
+
+
+def _input_of(session: object) -> OnnxInput:
+    inputs = session.get_inputs()  # type: ignore[attr-defined]
+    shape = list(inputs[0].shape) if len(inputs) == 1 else []
+    if len(shape) != 4:
+        got = [list(i.shape) for i in inputs]
+        raise EdgeSDKError(f"need one image input (B, C, H, W) or (B, H, W, C); the graph takes {got}")
+    first, last = shape[1] in (1, 3), shape[3] in (1, 3)
+    channels_last = last and not first  # (B, 3, 3, 3) and other ties read as channels-first, the ONNX default
+    if not (first or last):
+        raise EdgeSDKError(f"input {shape}: neither dimension 1 nor 3 is 1 or 3 channels")
+    channels = int(shape[3] if channels_last else shape[1])
+    height, width = shape[1:3] if channels_last else shape[2:4]
+    side = height if isinstance(height, int) and height == width else None
+    if isinstance(height, int) and isinstance(width, int) and height != width:
+        raise EdgeSDKError(f"input {shape}: the image is not square ({height} x {width})")
+    return OnnxInput(
+        channels=channels,
+        side=side,
+        channels_last=channels_last,
+        batch=shape[0] if isinstance(shape[0], int) else None,
+    )
+
+
+def read_onnx_input(model: str | Path | bytes) -> OnnxInput:
+    """Read the image layout an ONNX classifier takes from its graph's input shape.
+
+    Args:
+        model: The ONNX file or its bytes.
+
+    Returns:
+        Channels, side, layout and fixed batch size of the one input.
+
+    Raises:
+        EdgeSDKError: onnxruntime cannot load the file, or its input is not one image
+            batch with 1 or 3 channels first or last, or not square.
+    """
+    return _input_of(_open_onnx(model, threads=1))
 
 
 def explain_onnx(
@@ -261,12 +316,15 @@ def explain_onnx(
     in turn, sliding by ``stride``; a pixel's attribution is the mean change of the
     predicted class's output over the squares that cover it (Zeiler and Fergus 2014),
     and the map is its magnitude. Needs no gradient, so it runs on what onnxruntime
-    runs; a graph with a fixed batch size is fed that many images at a time.
+    runs; a graph with a fixed batch size is fed that many images at a time, and one
+    that takes channels-last images ``(B, H, W, C)`` gets them transposed
+    (:func:`read_onnx_input`).
 
     Args:
-        model: The ONNX file or its bytes; one input ``(B, C, H, W)``, one output
-            ``(B, K)`` (logits or probabilities).
-        images: ``(N, C, H, W)`` float32, in the layout and range the model takes.
+        model: The ONNX file or its bytes; one image input, one output ``(B, K)``
+            (logits or probabilities).
+        images: ``(N, C, H, W)`` float32 (channels first whatever the graph's layout),
+            in the range the model takes.
         window: Side of the occluded square, in pixels.
         stride: Pixels between squares; ``window`` (no overlap) if ``None``.
         baseline: The value occluded pixels take.
@@ -279,7 +337,8 @@ def explain_onnx(
 
     Raises:
         MissingExtraError: Captum is not installed (extra ``explain``).
-        EdgeSDKError: onnxruntime cannot load or run the model.
+        EdgeSDKError: onnxruntime cannot load or run the model, or its input is not
+            one image batch (:func:`read_onnx_input`).
         TensorShapeError: ``images`` are not a batch ``(N, C, H, W)``.
         NonFiniteError: ``images`` hold NaN or infinity.
         ValueError: ``window``, ``stride`` or ``batch_size`` below 1, or ``window`` above the image.
@@ -288,21 +347,31 @@ def explain_onnx(
     from captum.attr import Occlusion
 
     if images.dim() != 4:
-        from edge_sdk.errors import TensorShapeError
-
         raise TensorShapeError(f"images must be a batch (N, C, H, W), got shape {tuple(images.shape)}")
     images = check_batch(images, tuple(images.shape[1:]), name="images")
     stride = window if stride is None else stride
     if min(window, stride, batch_size) < 1 or window > min(images.shape[-2:]):
         raise ValueError(f"need 1 <= window <= image side, stride >= 1, batch_size >= 1; got {window}, {stride}")
-    session, fixed = _onnx_forward(model, threads=threads)
+    session = _open_onnx(model, threads=threads)
+    layout = _input_of(session)
     name = session.get_inputs()[0].name  # type: ignore[attr-defined]
+    expected = (layout.channels, layout.side or images.shape[2], layout.side or images.shape[3])
+    if tuple(images.shape[1:]) != expected:
+        raise TensorShapeError(f"the classifier takes images (C, H, W) = {expected}, got {tuple(images.shape[1:])}")
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        array = x.detach().numpy().astype(np.float32)
-        step = fixed or len(array)
-        outputs = [session.run(None, {name: array[i : i + step]})[0] for i in range(0, len(array), step)]  # type: ignore[attr-defined]
-        return torch.from_numpy(np.concatenate(outputs)).float()
+        if layout.channels_last:
+            x = x.permute(0, 2, 3, 1)
+        array = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
+        step = layout.batch or len(array)
+        try:
+            outputs = [session.run(None, {name: array[i : i + step]})[0] for i in range(0, len(array), step)]  # type: ignore[attr-defined]
+        except Exception as exc:  # onnxruntime's own exception types
+            raise EdgeSDKError(f"onnxruntime cannot run the classifier: {exc}") from exc
+        scores = np.concatenate(outputs)
+        if scores.ndim != 2:
+            raise EdgeSDKError(f"the classifier's first output must be scores (B, K), got shape {scores.shape}")
+        return torch.from_numpy(scores).float()
 
     channels = images.shape[1]
     maps, predicted, probabilities = [], [], []
@@ -322,7 +391,7 @@ def explain_onnx(
             target=target,
             perturbations_per_eval=16,
         )
-        maps.append(attribution.sum(dim=1).abs())
+        maps.append(attribution.mean(dim=1).abs())  # every channel of a pixel holds the same drop
         predicted.append(target)
         probabilities.append(outputs if is_probability else outputs.softmax(dim=1))
     return Explanation(

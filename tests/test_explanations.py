@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from edge_sdk.cli import app
 from edge_sdk.console import EXIT_BAD_INPUT
+from edge_sdk.errors import EdgeSDKError, TensorShapeError
 from edge_sdk.explanation_noise import coarsen_maps
-from edge_sdk.explanations import IntegratedGradientsMap, explain, explain_onnx
+from edge_sdk.explanations import IntegratedGradientsMap, OnnxInput, explain, explain_onnx, read_onnx_input
 from edge_sdk.kit import Kit
 
 pytest.importorskip("captum", reason="Captum is not installed (extra 'explain')")
@@ -105,7 +106,7 @@ def test_explain_command_writes_maps_answers_and_an_overlay_figure(tmp_path: Pat
         np.testing.assert_allclose(coarsened["maps"], expected, rtol=1e-6)
         assert '"coarsen": 4' in str(coarsened["config"])
     too_fine = runner.invoke(app, [*args, "--coarsen", "17"])
-    assert too_fine.exit_code == EXIT_BAD_INPUT and "image size, 16" in too_fine.output
+    assert too_fine.exit_code == EXIT_BAD_INPUT and "side, 16" in too_fine.output
 
 
 def _bilinear_reference(cells: np.ndarray, size: int) -> np.ndarray:
@@ -129,7 +130,7 @@ def test_coarsened_maps_are_block_means_bilinearly_upsampled() -> None:
         coarsen_maps(maps, grid=65)
 
 
-def _onnx(module: nn.Module, *, dynamic: bool) -> bytes:
+def _onnx(module: nn.Module, *, dynamic: bool, example: tuple[int, ...] = (1, 1, 16, 16)) -> bytes:
     import io
     import warnings
 
@@ -138,7 +139,7 @@ def _onnx(module: nn.Module, *, dynamic: bool) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module.eval(), (torch.rand(1, 1, 16, 16),), buffer, input_names=["x"], output_names=["y"],
+            module.eval(), (torch.rand(*example),), buffer, input_names=["x"], output_names=["y"],
             dynamic_axes=axes, dynamo=False,
         )  # fmt: skip
     return buffer.getvalue()
@@ -170,3 +171,81 @@ def test_occlusion_of_an_onnx_classifier_is_the_drop_of_its_answer_per_window() 
     assert fixed.maps.shape == (5, 16, 16) and bool((fixed.maps > 0).any())
     with pytest.raises(ValueError, match="window"):
         explain_onnx(_onnx(module, dynamic=True), images, window=17)
+
+
+class _ChannelsLast(nn.Module):
+    """A Keras-style classifier: takes ``(B, H, W, C)`` and applies ``inner`` to the channels-first view."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.permute(0, 3, 1, 2))
+
+
+def test_a_channels_last_classifier_gets_the_maps_of_its_channels_first_twin() -> None:
+    torch.manual_seed(0)
+    inner = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16 * 16, 5))
+    first, last = (
+        _onnx(inner, dynamic=True, example=(1, 3, 16, 16)),
+        _onnx(_ChannelsLast(inner), dynamic=False, example=(2, 16, 16, 3)),
+    )
+    assert read_onnx_input(first) == OnnxInput(channels=3, side=16, channels_last=False, batch=None)
+    assert read_onnx_input(last) == OnnxInput(channels=3, side=16, channels_last=True, batch=2)
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    expected, got = explain_onnx(first, images, window=4), explain_onnx(last, images, window=4)
+    assert torch.equal(got.predicted, expected.predicted)
+    torch.testing.assert_close(got.maps, expected.maps, rtol=1e-4, atol=1e-5)
+    with pytest.raises(TensorShapeError, match=r"\(C, H, W\) = \(3, 16, 16\)"):
+        explain_onnx(last, images[:, :1], window=4)
+    with pytest.raises(EdgeSDKError, match="cannot load"):
+        read_onnx_input(b"not onnx")
+    with pytest.raises(EdgeSDKError, match="one image input"):
+        read_onnx_input(_onnx(nn.Linear(16, 3), dynamic=True, example=(1, 16)))
+
+
+def _unboxed(output: str) -> str:
+    """Click's error text without the box Rich draws around it and the line breaks it adds."""
+    return " ".join(output.replace("│", " ").split())
+
+
+def test_explain_command_explains_an_onnx_classifier_on_its_own_input(tmp_path: Path, tiny_kit_dir: Path) -> None:
+    torch.manual_seed(0)
+    linear = nn.Linear(3 * 12 * 12, 4, bias=False)  # its answer does not change with the pixel scale
+    model = tmp_path / "classifier.onnx"
+    model.write_bytes(_onnx(_ChannelsLast(nn.Sequential(nn.Flatten(), linear)), dynamic=True, example=(1, 12, 12, 3)))
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i in range(3):
+        Image.new("RGB", (30, 30), (40 * i, 90, 200 - 50 * i)).save(faces / f"{i}.png")
+    out, figure = tmp_path / "maps.npz", tmp_path / "maps.png"
+    args = ["explain", str(faces), "--out", str(out), "--kit", str(tiny_kit_dir), "--no-align", "-q"]
+    result = runner.invoke(app, [*args, "--onnx", str(model), "--window", "3", "--figure", str(figure)])
+    assert result.exit_code == 0, result.output
+    assert "explained 3 faces (occlusion)" in result.output and Image.open(figure).format == "PNG"
+    with np.load(out, allow_pickle=False) as data:
+        maps, predicted = data["maps"], data["predicted"]
+        assert '"method": "occlusion"' in str(data["config"])
+    # Each flat-coloured picture becomes a flat 12 x 12 RGB input in [0, 1]; a linear model's
+    # occlusion map is then |sum of w * x| over each 3 x 3 square, known in closed form.
+    colours = torch.tensor([[40.0 * i, 90.0, 200.0 - 50 * i] for i in range(3)]) / 255
+    images = colours[:, :, None, None].expand(3, 3, 12, 12)
+    with torch.no_grad():
+        answers = linear(images.flatten(1)).argmax(1)
+    assert predicted.tolist() == answers.tolist()
+    weight = linear.weight.detach().view(4, 3, 12, 12)
+    contribution = (weight[answers] * images).sum(1).numpy()
+    blocks = np.abs(contribution.reshape(3, 4, 3, 4, 3).sum(axis=(2, 4)))
+    np.testing.assert_allclose(maps, np.repeat(np.repeat(blocks, 3, axis=1), 3, axis=2), rtol=1e-4, atol=1e-5)
+    bytes_range = runner.invoke(app, [*args, "--onnx", str(model), "--window", "3", "--pixel-scale", "255"])
+    assert bytes_range.exit_code == 0, bytes_range.output
+    with np.load(out, allow_pickle=False) as data:
+        np.testing.assert_allclose(data["maps"], maps * 255, rtol=1e-3)
+    wrong_method = runner.invoke(app, [*args, "--onnx", str(model), "--method", "grad"])
+    assert wrong_method.exit_code == EXIT_BAD_INPUT and "occlusion only" in _unboxed(wrong_method.output)
+    upload = runner.invoke(
+        app, [*args, "--onnx", str(model), "--upload", "http://x", "--dataset", "d", "--api-key", "k"]
+    )
+    assert upload.exit_code == EXIT_BAD_INPUT and "not of --onnx" in _unboxed(upload.output)
+    assert runner.invoke(app, [*args, "--method", "occlusion"]).exit_code == EXIT_BAD_INPUT

@@ -20,7 +20,6 @@ from edge_sdk.client.payloads import (
     MAPS_KEY,
     PREDICTED_KEY,
     PROBABILITIES_KEY,
-    PayloadFormatError,
     check_features,
     check_labels,
     check_probabilities,
@@ -68,10 +67,7 @@ def collect_explanations(
     integer classes and optionally 'probabilities' (B, classes). The same checks and
     limits as features: body size, batch size, finite values, idempotent retries.
     """
-    tensors = decode_tensors(body)
-    missing = {MAPS_KEY, PREDICTED_KEY} - set(tensors)
-    if missing:
-        raise PayloadFormatError(f"safetensors payload lacks {sorted(missing)} (got {sorted(tensors)})")
+    tensors = decode_tensors(body, required=(MAPS_KEY, PREDICTED_KEY))
     side = kit.architecture.image_size
     maps = check_features(tensors[MAPS_KEY], (side, side), max_batch=settings.max_batch, name="maps")
     classes = kit.architecture.num_classes
@@ -88,9 +84,7 @@ def collect_explanations(
         api_key_id=key_id,
         idempotency_key=idempotency_key,
     )
-    return SamplesOut(
-        dataset=dataset, batch_id=upload.batch_id, added=upload.added, total=upload.total, replayed=upload.replayed
-    )
+    return SamplesOut.from_upload(dataset, upload)
 
 
 @router.get("/v1/datasets/{dataset}/explanations", responses={404: {"description": "No such dataset"}})

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from cloud_stub.api.dependencies import BINARY_BODY, Body, KeyId, KitDep, ServedDep, SettingsDep, StoreDep
 from cloud_stub.api.schemas import PredictionOut
-from edge_sdk.client.payloads import FEATURES_KEY, PayloadFormatError, check_features, decode_tensors
+from edge_sdk.client.payloads import FEATURES_KEY, check_features, decode_tensors
 
 __all__ = ["router"]
 
@@ -24,9 +24,7 @@ def predict(
     _: KeyId, body: Body, kit: KitDep, served: ServedDep, store: StoreDep, settings: SettingsDep
 ) -> PredictionOut:
     """Head outputs for a batch of crafted features (safetensors with 'features', or one .npy array)."""
-    tensors = decode_tensors(body)
-    if FEATURES_KEY not in tensors:
-        raise PayloadFormatError(f"safetensors payload has no '{FEATURES_KEY}' tensor (got {sorted(tensors)})")
+    tensors = decode_tensors(body, required=(FEATURES_KEY,))
     features = check_features(tensors[FEATURES_KEY], kit.feature_shape, max_batch=settings.max_batch)
     served.refresh(store, kit.architecture)
     labels, probabilities, head_id = served.predict(features)

@@ -22,7 +22,6 @@ from cloud_stub.api.schemas import DatasetOut, HeadOut, JobOut, SamplesOut, Trai
 from edge_sdk.client.payloads import (
     FEATURES_KEY,
     LABELS_KEY,
-    PayloadFormatError,
     check_features,
     check_labels,
     decode_tensors,
@@ -54,16 +53,11 @@ def collect(
     idempotency_key: IdempotencyKey = None,
 ) -> SamplesOut:
     """Store labelled crafted features (safetensors with 'features' and 'labels') for head training."""
-    tensors = decode_tensors(body)
-    missing = {FEATURES_KEY, LABELS_KEY} - set(tensors)
-    if missing:
-        raise PayloadFormatError(f"safetensors payload lacks {sorted(missing)} (got {sorted(tensors)})")
+    tensors = decode_tensors(body, required=(FEATURES_KEY, LABELS_KEY))
     features = check_features(tensors[FEATURES_KEY], kit.feature_shape, max_batch=settings.max_batch)
     labels = check_labels(tensors[LABELS_KEY], batch=len(features), num_classes=kit.architecture.num_classes)
     upload = store.add_samples(dataset, features, labels, api_key_id=key_id, idempotency_key=idempotency_key)
-    return SamplesOut(
-        dataset=dataset, batch_id=upload.batch_id, added=upload.added, total=upload.total, replayed=upload.replayed
-    )
+    return SamplesOut.from_upload(dataset, upload)
 
 
 @router.get("/v1/datasets/{dataset}", responses={404: {"description": "No such dataset"}})

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from cloud_stub.store.rows import SampleUpload
 
 __all__ = [
     "DATASET_PATTERN",
@@ -66,6 +69,13 @@ class SamplesOut(BaseModel):
     added: int
     total: int
     replayed: bool = Field(description="True when the Idempotency-Key matched an earlier upload (nothing stored)")
+
+    @classmethod
+    def from_upload(cls, dataset: str, upload: SampleUpload) -> SamplesOut:
+        """The response for one stored batch (of features or of explanations)."""
+        return cls(
+            dataset=dataset, batch_id=upload.batch_id, added=upload.added, total=upload.total, replayed=upload.replayed
+        )
 
 
 class DatasetOut(BaseModel):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import torch
@@ -25,13 +26,69 @@ from edge_sdk.cli._common import (
 )
 from edge_sdk.client import CloudClient
 from edge_sdk.data.folder import iter_folder_batches, list_images
-from edge_sdk.data.images import FacePolicy, to_unit_range
+from edge_sdk.data.images import FacePolicy, ImageSpec, to_unit_range
 from edge_sdk.errors import EmptyInputError
 from edge_sdk.extras import require_extra
 from edge_sdk.fileio import atomic_write
-from edge_sdk.kit import load_kit
+from edge_sdk.kit import Kit, load_kit
+
+if TYPE_CHECKING:
+    from edge_sdk.explanations import Explanation
 
 __all__ = ["explain_command"]
+
+OCCLUSION = "occlusion"
+
+
+@dataclass(frozen=True)
+class _Explained:
+    """What is explained: how pictures become its input, the method, and the call that explains a batch."""
+
+    spec: ImageSpec
+    method: str
+    classes: list[str] | None
+    run: Callable[[torch.Tensor], Explanation]
+
+
+def _kit_pipeline(kit: Kit, method: str | None, *, batch_size: int) -> _Explained:
+    from edge_sdk.explanations import EXPLAINERS, explain
+
+    method = method or "grad"
+    if method not in EXPLAINERS:
+        raise typer.BadParameter(
+            f"choose one of {', '.join(EXPLAINERS)} (occlusion with --onnx)", param_hint="--method"
+        )
+    return _Explained(
+        spec=kit.spec,
+        method=method,
+        classes=list(kit.manifest.task.classes),
+        run=lambda images: explain(kit, images, method=method, batch_size=batch_size),
+    )
+
+
+def _onnx_classifier(
+    model: Path, method: str | None, *, template: ImageSpec, pixel_scale: float, window: int, batch_size: int
+) -> _Explained:
+    from edge_sdk.explanations import explain_onnx, read_onnx_input
+
+    if method not in (None, OCCLUSION):
+        raise typer.BadParameter(f"an ONNX classifier is explained by {OCCLUSION} only", param_hint="--method")
+    graph = read_onnx_input(model)
+    if graph.side is None:
+        raise typer.BadParameter(f"{model}: the graph leaves the image side open; export it with a fixed H and W")
+    # The kit's face template (fractions of the side) aligns faces for any input size.
+    spec = replace(template, size=graph.side, channels=graph.channels, mean=0.0, std=1.0 / pixel_scale)
+    if window > graph.side:
+        raise typer.BadParameter(f"at most the classifier's image side, {graph.side}", param_hint="--window")
+    data = model.read_bytes()
+    return _Explained(
+        spec=spec,
+        method=OCCLUSION,
+        classes=None,
+        run=lambda images: explain_onnx(
+            data, images, window=window, batch_size=batch_size, threads=torch.get_num_threads()
+        ),
+    )
 
 
 def _upload_maps(client: CloudClient, dataset: str, arrays: dict[str, np.ndarray], method: str) -> dict[str, Any]:
@@ -50,12 +107,10 @@ def _upload_maps(client: CloudClient, dataset: str, arrays: dict[str, np.ndarray
     return stored
 
 
-def _released_as(method: str, coarsen: int | None, *, size: int, methods: Iterable[str]) -> str:
-    """The name of what is released (the method, and the coarsening grid); refuses what cannot be made."""
-    if method not in methods:
-        raise typer.BadParameter(f"choose one of {', '.join(methods)}", param_hint="--method")
+def _released_as(method: str, coarsen: int | None, *, size: int) -> str:
+    """The name of what is released (the method, and the coarsening grid); refuses a grid finer than the map."""
     if coarsen is not None and coarsen > size:
-        raise typer.BadParameter(f"at most the kit's image size, {size}", param_hint="--coarsen")
+        raise typer.BadParameter(f"at most the map's side, {size}", param_hint="--coarsen")
     return method if coarsen is None else f"{method}+coarsen{coarsen}"
 
 
@@ -67,11 +122,74 @@ def _write_npz(out: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(out, write)
 
 
+def _explain_folder(
+    folder: Path,
+    explained: _Explained,
+    *,
+    policy: FacePolicy,
+    batch_size: int,
+    coarsen: int | None,
+    keep: int,
+    quiet: bool,
+) -> tuple[dict[str, np.ndarray], torch.Tensor, list[Any]]:
+    """Explain every readable face of ``folder``: the arrays, the first ``keep`` inputs, the skipped files."""
+    from edge_sdk.explanation_noise import coarsen_maps
+
+    files = list_images(folder)
+    maps: list[np.ndarray] = []
+    predicted: list[np.ndarray] = []
+    probabilities: list[np.ndarray] = []
+    images: list[torch.Tensor] = []
+    names: list[str] = []
+    faces: list[int] = []
+    skipped: list[Any] = []
+    with tqdm(total=len(files), desc="explain", unit="img", disable=quiet) as bar:
+        for batch in iter_folder_batches(folder, explained.spec, batch_size=batch_size, files=files, policy=policy):
+            if batch.files:
+                result = explained.run(batch.images)
+                released = result.maps if coarsen is None else coarsen_maps(result.maps, grid=coarsen)
+                maps.append(released.numpy())
+                predicted.append(result.predicted.numpy())
+                probabilities.append(result.probabilities.numpy())
+                if sum(i.shape[0] for i in images) < keep:
+                    images.append(batch.images)
+            names.extend(batch.files)
+            faces.extend(batch.faces)
+            skipped.extend(batch.skipped)
+            bar.update(len(set(batch.files)) + len(batch.skipped))
+    if not names:
+        raise EmptyInputError(f"{folder}: none of {len(files)} image files could be read")
+    arrays: dict[str, np.ndarray] = {
+        "maps": np.concatenate(maps).astype(np.float32),
+        "predicted": np.concatenate(predicted).astype(np.int64),
+        "probabilities": np.concatenate(probabilities).astype(np.float32),
+        "files": np.array(names, dtype=np.str_),
+        "faces": np.array(faces, dtype=np.int64),
+    }
+    kept = torch.cat(images)[:keep] if images else torch.empty(0)
+    return arrays, kept, skipped
+
+
 @handle_errors
 def explain_command(
     folder: FolderArgument,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz (maps, predicted, probabilities, files).")],
-    method: Annotated[str, typer.Option(help="grad, grad-cam or integrated-gradients.")] = "grad",
+    method: Annotated[
+        str | None, typer.Option(help="grad (default), grad-cam or integrated-gradients; occlusion with --onnx.")
+    ] = None,
+    onnx: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Explain this ONNX classifier instead of the kit head (occlusion maps under onnxruntime); "
+            "pictures are resized to its input, faces aligned on the kit's template unless --no-align.",
+        ),
+    ] = None,
+    pixel_scale: Annotated[
+        float, typer.Option(min=1.0, help="With --onnx: the classifier takes pixels in [0, SCALE] (1 or 255).")
+    ] = 1.0,
+    window: Annotated[int, typer.Option(min=1, help="With --onnx: side of the occluded square, in pixels.")] = 4,
     figure: Annotated[
         Path | None, typer.Option(help="Also write a PNG of the first faces with their maps over them.")
     ] = None,
@@ -96,66 +214,54 @@ def explain_command(
         ),
     ] = None,
 ) -> None:
-    """Explain the kit head's answer for every face of FOLDER with an attribution map.
+    """Explain the kit head's answer (or an ONNX classifier's) for every face of FOLDER with an attribution map.
 
-    Each map is in the frame of the aligned face the kit sees (the kit's image size).
-    A map computed on the picture leaks the picture (an inversion network reconstructs
-    faces from prediction and map): keep maps on the device like the pictures, or know
-    what the cloud then sees before --upload sends them.
+    Each map is in the frame of the image the model sees (the aligned face at the kit's
+    image size, or the classifier's input). A map computed on the picture leaks the
+    picture (an inversion network reconstructs faces from prediction and map): keep maps
+    on the device like the pictures, or know what the cloud then sees before --upload
+    sends them.
     """
     require_extra("explain", feature="edge-sdk explain")
-    from edge_sdk.explanation_noise import coarsen_maps
-    from edge_sdk.explanations import EXPLAINERS, explain
-
     if (upload is None) != (dataset is None):
         raise typer.BadParameter("--upload URL and --dataset NAME go together", param_hint="--upload")
+    if upload is not None and onnx is not None:
+        raise typer.BadParameter(
+            "the service stores maps of the kit head's answers, not of --onnx", param_hint="--upload"
+        )
     require_api_key(upload=upload, api_key=api_key)
     use_threads(threads)
     loaded = load_kit(kit)
-    released_as = _released_as(method, coarsen, size=loaded.architecture.image_size, methods=EXPLAINERS)
-    files = list_images(folder)
-    maps: list[np.ndarray] = []
-    predicted: list[np.ndarray] = []
-    probabilities: list[np.ndarray] = []
-    images: list[torch.Tensor] = []
-    names: list[str] = []
-    faces: list[int] = []
-    skipped = []
-    policy = FacePolicy(align=align, all_faces=all_faces)
-    with tqdm(total=len(files), desc="explain", unit="img", disable=quiet) as bar:
-        for batch in iter_folder_batches(folder, loaded.spec, batch_size=batch_size, files=files, policy=policy):
-            if batch.files:
-                result = explain(loaded, batch.images, method=method, batch_size=batch_size)
-                released = result.maps if coarsen is None else coarsen_maps(result.maps, grid=coarsen)
-                maps.append(released.numpy())
-                predicted.append(result.predicted.numpy())
-                probabilities.append(result.probabilities.numpy())
-                if figure is not None and sum(i.shape[0] for i in images) < 16:
-                    images.append(batch.images)
-            names.extend(batch.files)
-            faces.extend(batch.faces)
-            skipped.extend(batch.skipped)
-            bar.update(len(set(batch.files)) + len(batch.skipped))
-    if not names:
-        raise EmptyInputError(f"{folder}: none of {len(files)} image files could be read")
+    explained = (
+        _kit_pipeline(loaded, method, batch_size=batch_size)
+        if onnx is None
+        else _onnx_classifier(
+            onnx, method, template=loaded.spec, pixel_scale=pixel_scale, window=window, batch_size=batch_size
+        )
+    )
+    spec = explained.spec
+    released_as = _released_as(explained.method, coarsen, size=spec.size)
+    arrays, images, skipped = _explain_folder(
+        folder,
+        explained,
+        policy=FacePolicy(align=align, all_faces=all_faces),
+        batch_size=batch_size,
+        coarsen=coarsen,
+        keep=16 if figure is not None else 0,
+        quiet=quiet,
+    )
     config = {
         "command": "explain",
         "kit": loaded.manifest.name,
-        "method": method,
+        "onnx": None if onnx is None else str(onnx),
+        "method": explained.method,
         "coarsen": coarsen,
-        "classes": loaded.manifest.task.classes,
+        "classes": explained.classes,
     }
-    arrays: dict[str, np.ndarray] = {
-        "maps": np.concatenate(maps).astype(np.float32),
-        "predicted": np.concatenate(predicted).astype(np.int64),
-        "probabilities": np.concatenate(probabilities).astype(np.float32),
-        "files": np.array(names, dtype=np.str_),
-        "faces": np.array(faces, dtype=np.int64),
-        "config": np.array(json.dumps(config, sort_keys=True)),
-    }
+    arrays["config"] = np.array(json.dumps(config, sort_keys=True))
 
     _write_npz(out, arrays)
-    typer.echo(f"explained {len(names)} faces ({released_as}) -> {out}")
+    typer.echo(f"explained {len(arrays['files'])} faces ({released_as}) -> {out}")
     if upload is not None and dataset is not None:  # after the file is written: a failed upload loses nothing
         with CloudClient(upload, api_key=api_key or "") as client:
             uploaded = _upload_maps(client, dataset, arrays, released_as)
@@ -163,8 +269,9 @@ def explain_command(
     if figure is not None:
         from edge_sdk.figures import save_attribution_overlays
 
-        pixels = to_unit_range(torch.cat(images)[:16], loaded.spec)
-        labels = [loaded.manifest.task.classes[int(c)] for c in arrays["predicted"][: len(pixels)]]
+        pixels = to_unit_range(images, spec)
+        names_of = explained.classes
+        labels = [names_of[int(c)] if names_of else str(int(c)) for c in arrays["predicted"][: len(pixels)]]
         save_attribution_overlays(pixels, torch.from_numpy(arrays["maps"][: len(pixels)]), labels, figure)
         typer.echo(f"figure: {figure}")
     for s in skipped:

@@ -142,14 +142,29 @@ def decode_npy(body: bytes) -> np.ndarray:
     return np.array(array, dtype=dtype.newbyteorder("="), order="C")  # a writable copy, native byte order
 
 
-def decode_tensors(body: bytes, *, npy_name: str = FEATURES_KEY) -> dict[str, np.ndarray]:
+def decode_tensors(
+    body: bytes, *, npy_name: str = FEATURES_KEY, required: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
     """Decode a safetensors payload, or a single ``.npy`` array named ``npy_name``.
+
+    Args:
+        body: The request body.
+        npy_name: The name a bare ``.npy`` array gets.
+        required: Names the payload must hold.
 
     Raises:
         PayloadFormatError: The bytes are empty, truncated or of another format, or a
             ``.npy`` header declares another size than the body holds, or an object or
-            structured dtype.
+            structured dtype, or a required tensor is missing.
     """
+    tensors = _decode_tensors(body, npy_name=npy_name)
+    missing = set(required) - set(tensors)
+    if missing:
+        raise PayloadFormatError(f"payload lacks {sorted(missing)} (got {sorted(tensors)})")
+    return tensors
+
+
+def _decode_tensors(body: bytes, *, npy_name: str) -> dict[str, np.ndarray]:
     if not body:
         raise PayloadFormatError("empty request body; send a safetensors file or a .npy array")
     if body.startswith(NPY_MAGIC):

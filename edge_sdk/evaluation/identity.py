@@ -67,7 +67,7 @@ def train_identity_classifier(
     Example:
         >>> from edge_sdk.data.orl import load_orl
         >>> train, test = load_orl("private-train"), load_orl("private-test")
-        >>> oracle = train_identity_classifier(train, epochs=40)
+        >>> oracle = train_identity_classifier(train, epochs=25)
         >>> identity_accuracy(oracle, test.images, test.identity) > 0.8
         True
     """
