@@ -65,6 +65,10 @@ def releases(seed: int) -> dict[str, tuple[str, CrafterConfig]]:
             "crafter-z, intrapersonal utility (beta=0.5)",
             PRESETS["intrapersonal"](seed=seed, beta=0.5),
         ),
+        "intrapersonal-hinge": (
+            "crafter-z, intrapersonal utility and the head's answer (hinge, weight 0.1)",
+            PRESETS["intrapersonal"](seed=seed, head_weight=0.1, head_loss="hinge"),
+        ),
         "intrapersonal-rank-8": (
             "crafter-z, intrapersonal utility (first 8 directions)",
             PRESETS["intrapersonal"](seed=seed, intrapersonal_rank=8),

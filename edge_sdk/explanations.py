@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from edge_sdk.errors import EdgeSDKError, TensorShapeError
 from edge_sdk.extras import require_extra
 from edge_sdk.kit.kit import Kit
 from edge_sdk.validation import check_batch
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 __all__ = [
     "EXPLAINERS",
@@ -233,75 +236,117 @@ def _frozen(model: nn.Module) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class OnnxInput:
-    """What an ONNX classifier's one input takes, read from its graph.
+    """What an ONNX classifier's one input takes, read from its graph (``None``: the graph leaves it open).
 
     Attributes:
-        channels: 1 (grayscale) or 3 (RGB).
-        side: Side of the square image, in pixels; ``None`` when the graph leaves it open.
+        channels: Colour channels.
+        height: Image height, in pixels.
+        width: Image width, in pixels.
         channels_last: ``True`` for ``(B, H, W, C)`` (Keras style), ``False`` for ``(B, C, H, W)``.
-        batch: The batch size the graph fixes; ``None``: any.
+        batch: The batch size the graph fixes.
     """
 
-    channels: int
-    side: int | None
+    channels: int | None
+    height: int | None
+    width: int | None
     channels_last: bool
     batch: int | None
 
+    @property
+    def side(self) -> int | None:
+        """The side of a square input both of whose sides the graph fixes, else ``None``."""
+        return self.height if self.height is not None and self.height == self.width else None
 
-def _open_onnx(model: str | Path | bytes, *, threads: int) -> object:
-    """An onnxruntime CPU session of ``model``; a file it cannot load is an :class:`EdgeSDKError`."""
-    import onnxruntime as ort
 
-    options = ort.SessionOptions()
+def open_onnx_classifier(model: str | Path | bytes, *, threads: int = 1) -> ort.InferenceSession:
+    """An onnxruntime CPU session of an ONNX classifier, to explain many batches with one load.
+
+    Args:
+        model: The ONNX file (with its external data beside it, if any) or its bytes.
+        threads: onnxruntime intra-op threads.
+
+    Raises:
+        EdgeSDKError: onnxruntime cannot load the model.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     source = model if isinstance(model, bytes) else str(model)
     try:
-        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise EdgeSDKError(f"onnxruntime cannot load the classifier: {exc}") from exc
 
 
-def _input_of(session: object) -> OnnxInput:
-    inputs = session.get_inputs()  # type: ignore[attr-defined]
-    shape = list(inputs[0].shape) if len(inputs) == 1 else []
+def _fixed(dimension: object) -> int | None:
+    return dimension if isinstance(dimension, int) and dimension > 0 else None
+
+
+def read_onnx_input(model: str | Path | bytes | ort.InferenceSession) -> OnnxInput:
+    """Read the image layout an ONNX classifier takes from its graph's input shape.
+
+    A fourth dimension of 1 or 3 after a second that is neither is read as channels
+    last; every other rank-4 input as channels first (ONNX's own layout).
+
+    Args:
+        model: The ONNX file, its bytes, or a session of :func:`open_onnx_classifier`.
+
+    Returns:
+        Channels, height, width, layout and fixed batch size of the one input.
+
+    Raises:
+        EdgeSDKError: onnxruntime cannot load the file, or the graph does not take one
+            rank-4 image batch.
+    """
+    session = open_onnx_classifier(model) if isinstance(model, str | Path | bytes) else model
+    inputs = session.get_inputs()
+    shape = [_fixed(d) for d in inputs[0].shape] if len(inputs) == 1 else []
     if len(shape) != 4:
         got = [list(i.shape) for i in inputs]
         raise EdgeSDKError(f"need one image input (B, C, H, W) or (B, H, W, C); the graph takes {got}")
-    first, last = shape[1] in (1, 3), shape[3] in (1, 3)
-    channels_last = last and not first  # (B, 3, 3, 3) and other ties read as channels-first, the ONNX default
-    if not (first or last):
-        raise EdgeSDKError(f"input {shape}: neither dimension 1 nor 3 is 1 or 3 channels")
-    channels = int(shape[3] if channels_last else shape[1])
+    channels_last = shape[3] in (1, 3) and shape[1] not in (1, 3)
     height, width = shape[1:3] if channels_last else shape[2:4]
-    side = height if isinstance(height, int) and height == width else None
-    if isinstance(height, int) and isinstance(width, int) and height != width:
-        raise EdgeSDKError(f"input {shape}: the image is not square ({height} x {width})")
     return OnnxInput(
-        channels=channels,
-        side=side,
+        channels=shape[3] if channels_last else shape[1],
+        height=height,
+        width=width,
         channels_last=channels_last,
-        batch=shape[0] if isinstance(shape[0], int) else None,
+        batch=shape[0],
     )
 
 
-def read_onnx_input(model: str | Path | bytes) -> OnnxInput:
-    """Read the image layout an ONNX classifier takes from its graph's input shape.
+def _check_images(images: torch.Tensor, graph: OnnxInput) -> None:
+    """Refuse images whose channels, height or width differ from what the graph fixes."""
+    expected = (graph.channels, graph.height, graph.width)
+    if any(want is not None and want != got for want, got in zip(expected, images.shape[1:], strict=True)):
+        fixed = tuple("any" if want is None else want for want in expected)
+        raise TensorShapeError(f"the classifier takes images (C, H, W) = {fixed}, got {tuple(images.shape[1:])}")
 
-    Args:
-        model: The ONNX file or its bytes.
 
-    Returns:
-        Channels, side, layout and fixed batch size of the one input.
-
-    Raises:
-        EdgeSDKError: onnxruntime cannot load the file, or its input is not one image
-            batch with 1 or 3 channels first or last, or not square.
-    """
-    return _input_of(_open_onnx(model, threads=1))
+def _run_in_batches(session: ort.InferenceSession, graph: OnnxInput, images: torch.Tensor) -> torch.Tensor:
+    """The classifier's first output for ``images`` ``(N, C, H, W)``: transposed and padded as the graph needs."""
+    x = images.permute(0, 2, 3, 1) if graph.channels_last else images
+    array = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
+    step = graph.batch or len(array)
+    name = session.get_inputs()[0].name
+    outputs = []
+    try:
+        for start in range(0, len(array), step):
+            chunk = array[start : start + step]
+            short = step - len(chunk)  # a graph with its batch baked in gets the last chunk padded
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], short, axis=0)]) if short else chunk
+            outputs.append(session.run(None, {name: padded})[0][: len(chunk)])
+    except Exception as exc:  # onnxruntime's own exception types
+        raise EdgeSDKError(f"onnxruntime cannot run the classifier: {exc}") from exc
+    scores = np.concatenate(outputs)
+    if scores.ndim != 2:
+        raise EdgeSDKError(f"the classifier's first output must be scores (B, K), got shape {scores.shape}")
+    return torch.from_numpy(scores).float()
 
 
 def explain_onnx(
-    model: str | Path | bytes,
+    model: str | Path | bytes | ort.InferenceSession,
     images: torch.Tensor,
     *,
     window: int = 4,
@@ -316,12 +361,13 @@ def explain_onnx(
     in turn, sliding by ``stride``; a pixel's attribution is the mean change of the
     predicted class's output over the squares that cover it (Zeiler and Fergus 2014),
     and the map is its magnitude. Needs no gradient, so it runs on what onnxruntime
-    runs; a graph with a fixed batch size is fed that many images at a time, and one
-    that takes channels-last images ``(B, H, W, C)`` gets them transposed
-    (:func:`read_onnx_input`).
+    runs; a graph with a fixed batch size is fed that many images at a time (the last
+    few padded), and one that takes channels-last images ``(B, H, W, C)`` gets them
+    transposed (:func:`read_onnx_input`).
 
     Args:
-        model: The ONNX file or its bytes; one image input, one output ``(B, K)``
+        model: The ONNX file, its bytes, or a session of :func:`open_onnx_classifier`
+            (load once, explain many batches); one image input, one output ``(B, K)``
             (logits or probabilities).
         images: ``(N, C, H, W)`` float32 (channels first whatever the graph's layout),
             in the range the model takes.
@@ -329,7 +375,7 @@ def explain_onnx(
         stride: Pixels between squares; ``window`` (no overlap) if ``None``.
         baseline: The value occluded pixels take.
         batch_size: Images explained together.
-        threads: onnxruntime intra-op threads.
+        threads: onnxruntime intra-op threads when ``model`` is not a session.
 
     Returns:
         Maps ``(N, H, W)``, the predicted classes (argmax of the outputs) and the
@@ -337,9 +383,10 @@ def explain_onnx(
 
     Raises:
         MissingExtraError: Captum is not installed (extra ``explain``).
-        EdgeSDKError: onnxruntime cannot load or run the model, or its input is not
-            one image batch (:func:`read_onnx_input`).
-        TensorShapeError: ``images`` are not a batch ``(N, C, H, W)``.
+        EdgeSDKError: onnxruntime cannot load or run the model, or the graph does not
+            take one rank-4 image batch (:func:`read_onnx_input`).
+        TensorShapeError: ``images`` are not a batch ``(N, C, H, W)``, or not of the
+            channels, height or width the graph fixes.
         NonFiniteError: ``images`` hold NaN or infinity.
         ValueError: ``window``, ``stride`` or ``batch_size`` below 1, or ``window`` above the image.
     """
@@ -352,26 +399,12 @@ def explain_onnx(
     stride = window if stride is None else stride
     if min(window, stride, batch_size) < 1 or window > min(images.shape[-2:]):
         raise ValueError(f"need 1 <= window <= image side, stride >= 1, batch_size >= 1; got {window}, {stride}")
-    session = _open_onnx(model, threads=threads)
-    layout = _input_of(session)
-    name = session.get_inputs()[0].name  # type: ignore[attr-defined]
-    expected = (layout.channels, layout.side or images.shape[2], layout.side or images.shape[3])
-    if tuple(images.shape[1:]) != expected:
-        raise TensorShapeError(f"the classifier takes images (C, H, W) = {expected}, got {tuple(images.shape[1:])}")
+    session = open_onnx_classifier(model, threads=threads) if isinstance(model, str | Path | bytes) else model
+    graph = read_onnx_input(session)
+    _check_images(images, graph)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if layout.channels_last:
-            x = x.permute(0, 2, 3, 1)
-        array = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
-        step = layout.batch or len(array)
-        try:
-            outputs = [session.run(None, {name: array[i : i + step]})[0] for i in range(0, len(array), step)]  # type: ignore[attr-defined]
-        except Exception as exc:  # onnxruntime's own exception types
-            raise EdgeSDKError(f"onnxruntime cannot run the classifier: {exc}") from exc
-        scores = np.concatenate(outputs)
-        if scores.ndim != 2:
-            raise EdgeSDKError(f"the classifier's first output must be scores (B, K), got shape {scores.shape}")
-        return torch.from_numpy(scores).float()
+        return _run_in_batches(session, graph, x)
 
     channels = images.shape[1]
     maps, predicted, probabilities = [], [], []

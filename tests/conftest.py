@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from edge_sdk.data.images import ImageSpec
 from edge_sdk.kit import Architecture, Kit, KitManifest, TaskSpec, build_models, save_kit
@@ -84,3 +85,24 @@ def tiny_kit_dir(tmp_path: Path, tiny_kit: Kit) -> Path:
     folder = tmp_path / "kit"
     save_kit(tiny_kit, folder)
     return folder
+
+
+def principal_component_head(kit: Kit, *, logit_std: float = 2.0) -> nn.Module:
+    """A linear head whose logits are the top principal components of ``Enc(G(z))``, ``logit_std`` apart.
+
+    A random tiny head answers almost the same class for every generator output, so
+    keeping its answers would be a small effect that rounding can decide; this head's
+    answers spread over the classes across the generator's range.
+    """
+    with torch.no_grad():
+        z = torch.randn(256, kit.architecture.latent_dim, generator=torch.Generator().manual_seed(123))
+        feats = kit.encoder(kit.generator(z)).flatten(1)
+    mean = feats.mean(0)
+    _, singular, directions = torch.linalg.svd(feats - mean, full_matrices=False)
+    k = kit.architecture.num_classes
+    weight = directions[:k] * (logit_std * (feats.shape[0] - 1) ** 0.5 / singular[:k, None])
+    linear = nn.Linear(feats.shape[1], k)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        linear.bias.copy_(-weight @ mean)
+    return nn.Sequential(nn.Flatten(), linear).eval()

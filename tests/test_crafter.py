@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
-from torch import nn
 
+from conftest import principal_component_head
 from edge_sdk.crafting.cache import CacheError, RepeatCache
 from edge_sdk.crafting.crafter import Crafter, CrafterConfig
 from edge_sdk.crafting.pii import epsilon_pii
@@ -167,29 +167,8 @@ def _head_kl(kit: Kit, released: torch.Tensor, raw: torch.Tensor) -> torch.Tenso
     return (log_p.exp() * (log_p - log_q)).sum(1)
 
 
-def _principal_component_head(kit: Kit, *, logit_std: float = 2.0) -> nn.Module:
-    """A linear head whose logits are the top principal components of ``Enc(G(z))``, ``logit_std`` apart.
-
-    A random tiny head answers almost the same class for every generator output, so
-    keeping its answers would be a small effect that rounding can decide; this head's
-    answers spread over the classes across the generator's range.
-    """
-    with torch.no_grad():
-        z = torch.randn(256, kit.architecture.latent_dim, generator=torch.Generator().manual_seed(123))
-        feats = kit.encoder(kit.generator(z)).flatten(1)
-    mean = feats.mean(0)
-    _, singular, directions = torch.linalg.svd(feats - mean, full_matrices=False)
-    k = kit.architecture.num_classes
-    weight = directions[:k] * (logit_std * (feats.shape[0] - 1) ** 0.5 / singular[:k, None])
-    linear = nn.Linear(feats.shape[1], k)
-    with torch.no_grad():
-        linear.weight.copy_(weight)
-        linear.bias.copy_(-weight @ mean)
-    return nn.Sequential(nn.Flatten(), linear).eval()
-
-
 def test_head_utility_keeps_the_heads_answers_where_privacy_alone_does_not(tiny_kit: Kit) -> None:
-    kit = replace(tiny_kit, head=_principal_component_head(tiny_kit))
+    kit = replace(tiny_kit, head=principal_component_head(tiny_kit))
     with torch.no_grad():  # faces the generator can draw: the raw answers are reachable from a fresh latent
         images = kit.generator(torch.randn(8, kit.architecture.latent_dim, generator=torch.Generator().manual_seed(8)))
     base = replace(FAST, method="crafter-z", steps=40, latent_lr=0.05)

@@ -16,7 +16,14 @@ from edge_sdk.cli import app
 from edge_sdk.console import EXIT_BAD_INPUT
 from edge_sdk.errors import EdgeSDKError, TensorShapeError
 from edge_sdk.explanation_noise import coarsen_maps
-from edge_sdk.explanations import IntegratedGradientsMap, OnnxInput, explain, explain_onnx, read_onnx_input
+from edge_sdk.explanations import (
+    IntegratedGradientsMap,
+    OnnxInput,
+    explain,
+    explain_onnx,
+    open_onnx_classifier,
+    read_onnx_input,
+)
 from edge_sdk.kit import Kit
 
 pytest.importorskip("captum", reason="Captum is not installed (extra 'explain')")
@@ -191,18 +198,28 @@ def test_a_channels_last_classifier_gets_the_maps_of_its_channels_first_twin() -
         _onnx(inner, dynamic=True, example=(1, 3, 16, 16)),
         _onnx(_ChannelsLast(inner), dynamic=False, example=(2, 16, 16, 3)),
     )
-    assert read_onnx_input(first) == OnnxInput(channels=3, side=16, channels_last=False, batch=None)
-    assert read_onnx_input(last) == OnnxInput(channels=3, side=16, channels_last=True, batch=2)
-    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
-    expected, got = explain_onnx(first, images, window=4), explain_onnx(last, images, window=4)
-    assert torch.equal(got.predicted, expected.predicted)
-    torch.testing.assert_close(got.maps, expected.maps, rtol=1e-4, atol=1e-5)
+    assert read_onnx_input(first) == OnnxInput(channels=3, height=16, width=16, channels_last=False, batch=None)
+    assert read_onnx_input(last) == OnnxInput(channels=3, height=16, width=16, channels_last=True, batch=2)
+    assert read_onnx_input(last).side == 16
+    images = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    expected = explain_onnx(first, images, window=4)
+    # Five images through a graph fixed at batch 2: the last one is padded, not refused.
+    for graph in (last, open_onnx_classifier(last)):  # a file's bytes, or a session loaded once
+        got = explain_onnx(graph, images, window=4, batch_size=5)
+        assert torch.equal(got.predicted, expected.predicted)
+        torch.testing.assert_close(got.maps, expected.maps, rtol=1e-4, atol=1e-5)
     with pytest.raises(TensorShapeError, match=r"\(C, H, W\) = \(3, 16, 16\)"):
         explain_onnx(last, images[:, :1], window=4)
     with pytest.raises(EdgeSDKError, match="cannot load"):
         read_onnx_input(b"not onnx")
     with pytest.raises(EdgeSDKError, match="one image input"):
         read_onnx_input(_onnx(nn.Linear(16, 3), dynamic=True, example=(1, 16)))
+    # A wide input is explained too: the layout is read dimension by dimension.
+    wide = _onnx(nn.Sequential(nn.Flatten(), nn.Linear(12 * 20, 2)), dynamic=True, example=(1, 1, 12, 20))
+    assert read_onnx_input(wide) == OnnxInput(channels=1, height=12, width=20, channels_last=False, batch=None)
+    assert explain_onnx(wide, torch.rand(2, 1, 12, 20), window=4).maps.shape == (2, 12, 20)
+    with pytest.raises(TensorShapeError, match=r"= \(1, 12, 20\)"):
+        explain_onnx(wide, torch.rand(2, 1, 20, 12), window=4)
 
 
 def _unboxed(output: str) -> str:
@@ -249,3 +266,9 @@ def test_explain_command_explains_an_onnx_classifier_on_its_own_input(tmp_path: 
     )
     assert upload.exit_code == EXIT_BAD_INPUT and "not of --onnx" in _unboxed(upload.output)
     assert runner.invoke(app, [*args, "--method", "occlusion"]).exit_code == EXIT_BAD_INPUT
+    without = runner.invoke(app, [*args, "--pixel-scale", "255"])
+    assert without.exit_code == EXIT_BAD_INPUT and "--onnx" in _unboxed(without.output)
+    tiny = tmp_path / "tiny.onnx"
+    tiny.write_bytes(_onnx(nn.Sequential(nn.Flatten(), nn.Linear(36, 2)), dynamic=True, example=(1, 1, 6, 6)))
+    too_small = runner.invoke(app, [*args, "--onnx", str(tiny), "--window", "2"])
+    assert too_small.exit_code == EXIT_BAD_INPUT and "cannot become its input" in _unboxed(too_small.output)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,6 +52,7 @@ class _Explained:
 
 
 def _kit_pipeline(kit: Kit, method: str | None, *, batch_size: int) -> _Explained:
+    """The kit's encoder and head, explained by gradient methods on the aligned face."""
     from edge_sdk.explanations import EXPLAINERS, explain
 
     method = method or "grad"
@@ -69,25 +71,32 @@ def _kit_pipeline(kit: Kit, method: str | None, *, batch_size: int) -> _Explaine
 def _onnx_classifier(
     model: Path, method: str | None, *, template: ImageSpec, pixel_scale: float, window: int, batch_size: int
 ) -> _Explained:
-    from edge_sdk.explanations import explain_onnx, read_onnx_input
+    """An ONNX classifier loaded once, explained by occlusion on pictures made into its square input."""
+    from edge_sdk.explanations import explain_onnx, open_onnx_classifier, read_onnx_input
 
     if method not in (None, OCCLUSION):
         raise typer.BadParameter(f"an ONNX classifier is explained by {OCCLUSION} only", param_hint="--method")
-    graph = read_onnx_input(model)
+    if not math.isfinite(pixel_scale):
+        raise typer.BadParameter("must be a finite number such as 1 or 255", param_hint="--pixel-scale")
+    session = open_onnx_classifier(model, threads=torch.get_num_threads())
+    graph = read_onnx_input(session)
     if graph.side is None:
-        raise typer.BadParameter(f"{model}: the graph leaves the image side open; export it with a fixed H and W")
-    # The kit's face template (fractions of the side) aligns faces for any input size.
-    spec = replace(template, size=graph.side, channels=graph.channels, mean=0.0, std=1.0 / pixel_scale)
+        raise typer.BadParameter(
+            f"{model.name} takes (C, H, W) = {(graph.channels, graph.height, graph.width)} (None: open); pictures "
+            "become square inputs: export the classifier with one fixed side",
+            param_hint="--onnx",
+        )
     if window > graph.side:
         raise typer.BadParameter(f"at most the classifier's image side, {graph.side}", param_hint="--window")
-    data = model.read_bytes()
+    try:  # the kit's face template (fractions of the side) aligns faces at any size
+        spec = replace(template, size=graph.side, channels=graph.channels or 0, mean=0.0, std=1.0 / pixel_scale)
+    except ValueError as exc:  # a side under 8 pixels, or other than 1 or 3 channels
+        raise typer.BadParameter(f"{model.name}: pictures cannot become its input: {exc}", param_hint="--onnx") from exc
     return _Explained(
         spec=spec,
         method=OCCLUSION,
         classes=None,
-        run=lambda images: explain_onnx(
-            data, images, window=window, batch_size=batch_size, threads=torch.get_num_threads()
-        ),
+        run=lambda images: explain_onnx(session, images, window=window, batch_size=batch_size),
     )
 
 
@@ -132,7 +141,25 @@ def _explain_folder(
     keep: int,
     quiet: bool,
 ) -> tuple[dict[str, np.ndarray], torch.Tensor, list[Any]]:
-    """Explain every readable face of ``folder``: the arrays, the first ``keep`` inputs, the skipped files."""
+    """Explain every readable face of ``folder``, batch by batch, with a progress bar.
+
+    Args:
+        folder: The pictures.
+        explained: What explains them.
+        policy: Which faces of a picture become inputs.
+        batch_size: Pictures read and explained at a time.
+        coarsen: Grid the maps are averaged over, or ``None``.
+        keep: How many inputs to return for a figure.
+        quiet: No progress bar.
+
+    Returns:
+        The arrays of the output file (maps, predicted, probabilities, files, faces),
+        the first ``keep`` inputs, and the pictures skipped with their reasons.
+
+    Raises:
+        EmptyInputError: No picture of the folder could be read (each one's reason is
+            printed first).
+    """
     from edge_sdk.explanation_noise import coarsen_maps
 
     files = list_images(folder)
@@ -158,6 +185,8 @@ def _explain_folder(
             skipped.extend(batch.skipped)
             bar.update(len(set(batch.files)) + len(batch.skipped))
     if not names:
+        for s in skipped:
+            typer.secho(f"skipped {s.file}: {s.reason}", fg=typer.colors.YELLOW, err=True)
         raise EmptyInputError(f"{folder}: none of {len(files)} image files could be read")
     arrays: dict[str, np.ndarray] = {
         "maps": np.concatenate(maps).astype(np.float32),
@@ -187,9 +216,12 @@ def explain_command(
         ),
     ] = None,
     pixel_scale: Annotated[
-        float, typer.Option(min=1.0, help="With --onnx: the classifier takes pixels in [0, SCALE] (1 or 255).")
-    ] = 1.0,
-    window: Annotated[int, typer.Option(min=1, help="With --onnx: side of the occluded square, in pixels.")] = 4,
+        float | None,
+        typer.Option(min=1.0, help="With --onnx: the classifier takes pixels in [0, SCALE] (1, the default, or 255)."),
+    ] = None,
+    window: Annotated[
+        int | None, typer.Option(min=1, help="With --onnx: side of the occluded square, in pixels (default 4).")
+    ] = None,
     figure: Annotated[
         Path | None, typer.Option(help="Also write a PNG of the first faces with their maps over them.")
     ] = None,
@@ -229,6 +261,8 @@ def explain_command(
         raise typer.BadParameter(
             "the service stores maps of the kit head's answers, not of --onnx", param_hint="--upload"
         )
+    if onnx is None and (pixel_scale is not None or window is not None):
+        raise typer.BadParameter("--pixel-scale and --window set how an --onnx classifier is explained")
     require_api_key(upload=upload, api_key=api_key)
     use_threads(threads)
     loaded = load_kit(kit)
@@ -236,7 +270,12 @@ def explain_command(
         _kit_pipeline(loaded, method, batch_size=batch_size)
         if onnx is None
         else _onnx_classifier(
-            onnx, method, template=loaded.spec, pixel_scale=pixel_scale, window=window, batch_size=batch_size
+            onnx,
+            method,
+            template=loaded.spec,
+            pixel_scale=pixel_scale or 1.0,
+            window=window or 4,
+            batch_size=batch_size,
         )
     )
     spec = explained.spec

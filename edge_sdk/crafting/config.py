@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
+from edge_sdk.crafting.losses import HeadLoss
 from edge_sdk.crafting.methods import METHODS
 
 __all__ = ["PRESETS", "CrafterConfig", "Method", "Solver"]
@@ -22,7 +23,7 @@ Utility = Literal["feature", "head", "intrapersonal"]
 # Validation tables of CrafterConfig; the method's choices are the registry's (METHODS).
 _COUNTS = ("steps", "inversion_steps", "inner_steps", "solver_iterations", "critic_steps", "final_inversion_steps")
 _RATES = ("lr", "inner_lr", "critic_lr", "neumann_alpha", "latent_lr")
-_WEIGHTS = ("beta", "damping", "latent_weight", "gp_weight", "head_weight")
+_WEIGHTS = ("beta", "damping", "latent_weight", "gp_weight", "head_weight", "head_margin")
 _CHOICES: dict[str, tuple[str, ...]] = {
     "solver": get_args(Solver),
     "feature_optimizer": get_args(FeatureOptimizer),
@@ -30,6 +31,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "privacy_loss": get_args(PrivacyLossName),
     "critic_init": get_args(CriticInit),
     "utility": get_args(Utility),
+    "head_loss": get_args(HeadLoss),
 }
 
 
@@ -104,10 +106,19 @@ class CrafterConfig:
             reads the person through a small distortion); ``"intrapersonal"``, the
             relative distance of the release's coordinates in the kit's intrapersonal
             subspace (how pictures of one person differ: pose, expression, light;
-            fitted on public people) plus ``head_weight`` times the head's KL: the
+            fitted on public people) plus ``head_weight`` times the head's term
+            (``head_loss``): the
             release keeps what new heads on tasks nobody declared read, while where
             people differ is pulled to the prior (needs a kit with that subspace).
-        head_weight: Weight of the head's KL within the ``"intrapersonal"`` utility.
+        head_weight: Weight of the head's term within the ``"intrapersonal"`` utility.
+        head_loss: The head's term: ``"kl"``, the KL divergence of its class
+            distributions (keeps the distribution); ``"hinge"``, the multi-class hinge
+            ``max(0, max_{c != y} l_c - l_y + head_margin)`` on the release's logits
+            ``l``, ``y`` the head's answer on the raw feature (Crammer and Singer
+            2001): zero once the answer is kept, so the rest of the feature is left to
+            the intrapersonal coordinates and the privacy loss.
+        head_margin: The hinge's margin, in logits: with 0 a kept answer may sit on the
+            decision boundary, where another runtime's rounding can flip it.
         intrapersonal_rank: With the ``"intrapersonal"`` utility, keep only the first
             (largest-variance) this many directions of the kit's subspace; all of them
             when ``None``. Fewer directions keep less of what separates people too.
@@ -141,6 +152,8 @@ class CrafterConfig:
     latent_noise: float = 1.0
     utility: Utility = "head"
     head_weight: float = 0.0
+    head_loss: HeadLoss = "kl"
+    head_margin: float = 0.0
     intrapersonal_rank: int | None = None
     seed: int = 0
 
@@ -156,21 +169,27 @@ class CrafterConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.latent_noise <= 1.0:
             raise ValueError(f"latent_noise must be in [0, 1], got {self.latent_noise}")
-        self._check_intrapersonal_settings()
         if self.prior_samples < 2:
             raise ValueError(f"prior_samples must be >= 2, got {self.prior_samples}")
         for name, choices in {**_CHOICES, "method": tuple(METHODS)}.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {getattr(self, name)!r}")
+        self._check_intrapersonal_settings()
 
     def _check_intrapersonal_settings(self) -> None:
         """Settings of the intrapersonal utility are refused with another one, which would ignore them."""
+        if self.head_margin > 0 and self.head_loss != "hinge":
+            raise ValueError(f"head_margin is the margin of head_loss='hinge', not {self.head_loss!r}")
         if self.utility == "intrapersonal":
             if self.intrapersonal_rank is not None and self.intrapersonal_rank < 1:
                 raise ValueError(f"intrapersonal_rank must be >= 1, got {self.intrapersonal_rank}")
+            if self.head_loss != "kl" and self.head_weight == 0:
+                raise ValueError(f"head_loss={self.head_loss!r} weighs nothing with head_weight=0")
             return
         if self.head_weight > 0:
-            raise ValueError(f"head_weight weighs the head's KL within utility='intrapersonal', not {self.utility!r}")
+            raise ValueError(f"head_weight weighs the head's term within utility='intrapersonal', not {self.utility!r}")
+        if self.head_loss != "kl":
+            raise ValueError(f"head_loss applies to utility='intrapersonal', not {self.utility!r}")
         if self.intrapersonal_rank is not None:
             raise ValueError(f"intrapersonal_rank applies to utility='intrapersonal', not {self.utility!r}")
 

@@ -146,6 +146,11 @@ class Crafter:
         # repeat cache's keys, which must not depend on a GPU's arithmetic (TF32, algorithms per shape).
         self.encoder = encoder or TorchEncoder(kit)
         self.config = config or CrafterConfig()
+        if self.config.utility == "intrapersonal" and self.config.head_weight > 0 and kit.head is None:
+            raise KitError(
+                f"kit {kit.manifest.name!r} has no head, whose answers head_weight={self.config.head_weight:g} keeps; "
+                "craft with head_weight=0 or a kit with a head"
+            )
         if self.config.utility == "head" and kit.head is None:
             raise KitError(
                 f"kit {kit.manifest.name!r} has no head, which utility='head' (the default) keeps the answers of; "
@@ -275,6 +280,8 @@ class Crafter:
                 raw,
                 head=self.kit.head,
                 head_weight=self.config.head_weight,
+                head_loss=self.config.head_loss,
+                head_margin=self.config.head_margin,
                 rank=self.config.intrapersonal_rank,
             )
         assert self.kit.head is not None  # checked in __init__

@@ -16,7 +16,7 @@ from other pictures of the same person: pose, expression, light).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 import torch
 from torch import nn
@@ -28,7 +28,9 @@ __all__ = [
     "CriticEMD",
     "ExactEMD",
     "FeatureDistance",
+    "HeadHinge",
     "HeadKL",
+    "HeadLoss",
     "IntrapersonalDistance",
     "PrivacyLoss",
     "UtilityLoss",
@@ -160,26 +162,63 @@ class HeadKL:
         return (self.raw_log_p.exp() * (self.raw_log_p - log_p)).sum(dim=1).mean()
 
 
+class HeadHinge:
+    """Mean multi-class hinge ``max(0, max_{c != y} l_c - l_y + margin)``: the head's answer ``y`` on ``F0`` is kept.
+
+    Zero for every release the head answers as it did on the raw feature by at least
+    ``margin`` logits, so unlike :class:`HeadKL` it pulls nothing once the answer is
+    kept (Crammer and Singer 2001).
+
+    Args:
+        head: The kit head, features to class logits ``(B, K)``.
+        raw: The raw features ``F0``, shape ``(B, ...)``.
+        margin: Logits by which the answer must lead, ``>= 0``.
+
+    Raises:
+        ValueError: A negative margin.
+    """
+
+    def __init__(self, head: nn.Module, raw: torch.Tensor, *, margin: float = 0.0) -> None:
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.head = head
+        self.margin = margin
+        with torch.no_grad():
+            self.answer = head(raw).argmax(dim=1, keepdim=True)
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        logits = self.head(features)
+        own = logits.gather(1, self.answer)[:, 0]
+        other = logits.scatter(1, self.answer, float("-inf")).amax(dim=1)
+        return torch.relu(other - own + self.margin).mean()
+
+
+HeadLoss = Literal["kl", "hinge"]
+"""The head's terms within :class:`IntrapersonalDistance` (``CrafterConfig.head_loss``)."""
+
+
 class IntrapersonalDistance:
-    """Mean ``||P(F_i) - P(F0_i)|| / ||F0_i||``, ``P`` the kit's intrapersonal subspace, plus the head's KL.
+    """Mean ``||P(F_i) - P(F0_i)|| / ||F0_i||``, ``P`` the kit's intrapersonal subspace, plus the head's term.
 
     Keeps the directions along which pictures of one person vary most (pose,
     expression, light: :class:`~edge_sdk.kit.models.IntrapersonalSubspace`, fitted on
     public people) and leaves the rest of the feature to the privacy loss. People's
     means differ along those directions too, so the kept coordinates still carry some
     identity (measured: ``benchmarks/frontier.py``). With ``head`` given,
-    ``head_weight * KL(head(F0) || head(F))`` is added so the kit head's answers are
-    kept too.
+    ``head_weight`` times the head's term (:data:`HeadLoss`: its KL divergence, or
+    the hinge on its answer) is added so the kit head's answers are kept too.
 
     Args:
         subspace: The kit's intrapersonal subspace.
         raw: The raw features ``F0``, shape ``(B, ...)``.
         head: The kit head, or ``None``.
-        head_weight: Weight of the head's KL divergence.
+        head_weight: Weight of the head's term.
+        head_loss: The head's term: ``"kl"`` (:class:`HeadKL`) or ``"hinge"`` (:class:`HeadHinge`).
+        head_margin: The hinge's margin in logits.
         rank: Keep only the subspace's first ``rank`` (largest-variance) directions; all when ``None``.
 
     Raises:
-        ValueError: ``rank`` outside ``1 .. subspace.rank``.
+        ValueError: ``rank`` outside ``1 .. subspace.rank``, or an unknown ``head_loss``.
     """
 
     def __init__(
@@ -189,19 +228,25 @@ class IntrapersonalDistance:
         *,
         head: nn.Module | None = None,
         head_weight: float,
+        head_loss: HeadLoss = "kl",
+        head_margin: float = 0.0,
         rank: int | None = None,
     ) -> None:
         if rank is not None and not 1 <= rank <= subspace.rank:
             raise ValueError(f"rank must be between 1 and the subspace's {subspace.rank}, got {rank}")
+        if head_loss not in get_args(HeadLoss):
+            raise ValueError(f"head_loss must be one of {', '.join(map(repr, get_args(HeadLoss)))}, got {head_loss!r}")
         self.subspace = subspace
         self.rank = subspace.rank if rank is None else rank
         with torch.no_grad():
             self.raw_coordinates = subspace(raw)[:, : self.rank]
         self.raw_norm = raw.flatten(1).norm(dim=1).clamp_min(1e-6)
-        self.head_kl = HeadKL(head, raw) if head is not None and head_weight > 0 else None
+        self.head_term: HeadKL | HeadHinge | None = None
+        if head is not None and head_weight > 0:
+            self.head_term = HeadKL(head, raw) if head_loss == "kl" else HeadHinge(head, raw, margin=head_margin)
         self.head_weight = head_weight
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         distance = (self.subspace(features)[:, : self.rank] - self.raw_coordinates).pow(2).sum(1).add(1e-12).sqrt()
         loss = (distance / self.raw_norm).mean()
-        return loss + self.head_weight * self.head_kl(features) if self.head_kl is not None else loss
+        return loss + self.head_weight * self.head_term(features) if self.head_term is not None else loss

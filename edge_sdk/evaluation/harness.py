@@ -49,6 +49,7 @@ __all__ = [
     "craft_batches",
     "evaluate",
     "gaussian_like",
+    "paper_crafter_z",
     "select_faces",
     "utility_metrics",
 ]
@@ -381,8 +382,7 @@ def _defences(
                 ),
             )
         )
-        # The paper's Crafter-z (App. F): from the attacker's inversion, feature utility.
-        config = replace(crafter_config, method="crafter-z", utility="feature", latent_noise=0.0)
+        config = paper_crafter_z(crafter_config)
         if config != crafter_config:
             defences.append(_released(ctx, "crafter-z", "crafter-z", config))
     for name, config in extra:
@@ -390,11 +390,40 @@ def _defences(
     return defences
 
 
+def paper_crafter_z(config: CrafterConfig) -> CrafterConfig:
+    """The paper's Crafter-z (App. F) with ``config``'s budgets: from the attacker's inversion, feature utility.
+
+    The evaluation's baseline beside a configured release; the settings of another
+    utility (the head's term, the intrapersonal rank) are reset, the rest kept.
+
+    Example:
+        >>> paper_crafter_z(CrafterConfig.intrapersonal(head_weight=0.1, head_loss="hinge", steps=20)).steps
+        20
+    """
+    return replace(
+        config,
+        method="crafter-z",
+        utility="feature",
+        latent_noise=0.0,
+        head_weight=0.0,
+        head_loss="kl",
+        head_margin=0.0,
+        intrapersonal_rank=None,
+    )
+
+
 def _label(config: CrafterConfig) -> str:
-    """How a crafting configuration is named in reports."""
+    """How a crafting configuration is named in reports.
+
+    Example:
+        >>> _label(CrafterConfig.intrapersonal(head_weight=0.1, head_loss="hinge", intrapersonal_rank=8))
+        'crafter-z (intrapersonal utility, first 8 directions, head hinge x0.1, latent noise 1)'
+    """
     notes = [f"{config.utility} utility"] if config.utility != "feature" else []
     if config.intrapersonal_rank is not None:
         notes.append(f"first {config.intrapersonal_rank} directions")
+    if config.head_weight > 0:
+        notes.append(f"head {config.head_loss} x{config.head_weight:g}")
     if config.method == "crafter-z" and config.latent_noise > 0:
         notes.append(f"latent noise {config.latent_noise:g}")
     return config.method + (f" ({', '.join(notes)})" if notes else "")
