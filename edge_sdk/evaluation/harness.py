@@ -232,10 +232,6 @@ def _subset(faces: FaceSet, idx: torch.Tensor) -> FaceSet:
     return FaceSet(faces.images[idx], faces.identity[idx], faces.image_index[idx], faces.pose[idx])
 
 
-def _joined(*sets: FaceSet) -> FaceSet:
-    return FaceSet(*(torch.cat([getattr(f, k) for f in sets]) for k in ("images", "identity", "image_index", "pose")))
-
-
 def gaussian_like(raw: torch.Tensor, distorted: torch.Tensor, *, seed: int) -> torch.Tensor:
     """Raw features plus Gaussian noise with each sample's L2 distortion ``||distorted_i - raw_i||``.
 
@@ -576,7 +572,7 @@ def _development(ctx: _Context, defences: list[_Defence], results: list[DefenceR
     if not ctx.config.development:
         return []
     t = time.perf_counter()
-    everyone = _joined(ctx.test, ctx.rest)
+    everyone = FaceSet.joined(ctx.test, ctx.rest)
     releases = {d.name: d.everyone for d in defences if d.everyone is not None}
     ctx.log(f"development scenario: new heads on {len(releases)} releases of {len(everyone)} faces")
     scores = development_utility(
@@ -649,7 +645,7 @@ def _evaluate(
     train = load_orl("private-train", spec=spec)
     public = load_orl("public", spec=spec)
     adaptive_index = _selected(public, config.adaptive_images)
-    rest = _joined(train, public)
+    rest = FaceSet.joined(train, public)
     log(f"oracles: SFace gallery and identity classifier on {len(train)} private-train faces")
     sface = SFaceOracle().fit_gallery(to_unit_range(train.images, spec), train.identity)
     classifier = ClassifierOracle(
