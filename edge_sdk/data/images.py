@@ -32,6 +32,7 @@ __all__ = [
     "FacePolicy",
     "ImageSpec",
     "NoFaceError",
+    "aligned_input",
     "face_crops",
     "load_faces",
     "load_image",
@@ -255,10 +256,27 @@ def face_crops(picture: np.ndarray, spec: ImageSpec, *, policy: FacePolicy = Fac
     if not faces:
         raise NoFaceError("no face found")
     chosen = faces if policy.all_faces else faces[:1]
-    return [
-        _model_input(align_face(picture, face.landmarks, size=spec.size, template=spec.face_template), spec)
-        for face in chosen
-    ]
+    return [aligned_input(picture, face.landmarks, spec) for face in chosen]
+
+
+def aligned_input(picture: np.ndarray, landmarks: np.ndarray, spec: ImageSpec) -> torch.Tensor:
+    """The model input of the face whose five landmarks are known: warped onto the kit's face template.
+
+    Args:
+        picture: ``(H, W, 3)`` float32 RGB in ``[0, 1]``, as :func:`read_picture` gives.
+        landmarks: ``(5, 2)`` ``(x, y)`` pixels in ``picture``, in the detector's order
+            (see :class:`edge_sdk.faces.detector.Face`).
+        spec: The kit's input; it must have a face template.
+
+    Returns:
+        A float32 tensor ``(channels, size, size)``.
+
+    Raises:
+        ValueError: ``spec`` has no face template, or the landmarks are not five distinct points.
+    """
+    if spec.face_template is None:
+        raise ValueError("this kit takes centre squares (no face template); there is nothing to align to")
+    return _model_input(align_face(picture, landmarks, size=spec.size, template=spec.face_template), spec)
 
 
 def preprocess_image(image: Image.Image, spec: ImageSpec, *, policy: FacePolicy = FacePolicy()) -> torch.Tensor:

@@ -14,14 +14,25 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 
-from edge_sdk.data.images import ImageSpec, load_image
+from edge_sdk.data.images import ImageSpec, aligned_input, load_image, read_picture
 from edge_sdk.errors import ImageLoadError
 from edge_sdk.extras import require_extra
 from edge_sdk.faces.alignment import ORL_TEMPLATE
 
-__all__ = ["SPLITS", "FaceSet", "Split", "load_orl", "orl_keys", "orl_root", "pose_labels"]
+__all__ = [
+    "LANDMARKS_CSV",
+    "SPLITS",
+    "FaceSet",
+    "Split",
+    "load_orl",
+    "orl_keys",
+    "orl_landmarks",
+    "orl_root",
+    "pose_labels",
+]
 
 Split = Literal["all", "public", "public-train", "public-val", "private", "private-train", "private-test"]
 SPLITS: tuple[str, ...] = (
@@ -35,6 +46,8 @@ SPLITS: tuple[str, ...] = (
 )
 
 _POSE_CSV = Path(__file__).with_name("orl_pose.csv")
+LANDMARKS_CSV = Path(__file__).with_name("orl_landmarks.csv")
+"""Where the SDK's detector finds each ORL face's five landmarks (``scripts/compute_orl_landmarks.py``)."""
 
 
 @dataclass(frozen=True)
@@ -87,9 +100,32 @@ def pose_labels() -> dict[tuple[int, int], int]:
 
 
 @cache
+def orl_landmarks() -> dict[tuple[int, int], np.ndarray]:
+    """The largest face's five landmarks ``(5, 2)`` float32 per ``(subject, image)``, as the detector finds them.
+
+    Read from the committed :data:`LANDMARKS_CSV`, so loading the faces does not search
+    each picture again.
+    """
+    with LANDMARKS_CSV.open(newline="") as handle:
+        return {
+            (int(row.pop("subject")), int(row.pop("image"))): np.array(
+                [float(v) for v in row.values()], dtype=np.float32
+            ).reshape(5, 2)
+            for row in csv.DictReader(handle)
+        }
+
+
+@cache
 def _orl_face(root: Path, subject: int, image: int, spec: ImageSpec) -> torch.Tensor:
-    """One ORL face through the kit's pipeline, kept for the process (detection costs ms)."""
-    return load_image(root / f"s{subject}" / f"{image}.pgm", spec)
+    """One ORL face through the kit's pipeline, kept for the process.
+
+    Aligned with the recorded landmarks (the same crop the detector's would give);
+    kits without a face template take the centre square.
+    """
+    path = root / f"s{subject}" / f"{image}.pgm"
+    if spec.face_template is None:
+        return load_image(path, spec)
+    return aligned_input(read_picture(path), orl_landmarks()[(subject, image)], spec)
 
 
 def _in_split(subject: int, image: int, split: str) -> bool:
