@@ -78,7 +78,8 @@ def main() -> None:
             rebuilt = to_unit_range(inverter(released, test.probabilities), spec)
         row = {
             "grid": grid,
-            "rank_correlation_with_clean": float(rank_correlation(released, test.maps).mean()),
+            "rank_correlation_with_clean": float(rank_correlation(released, test.maps).nanmean()),
+            "maps_without_ranking": int(rank_correlation(released, test.maps).isnan().sum()),
             "deletion_auc_vs_clean": deletion_auc(released) / clean_auc - 1,
             **{f"identity_{o.name}": identity_accuracy_of(o, rebuilt, faces.identity) for o in oracles},
         }

@@ -20,7 +20,9 @@ each) it trains:
 It then attacks the 80 private-test faces (20 people, chance 0.05) and scores the
 reconstructions as the evaluation harness does: identity accuracy with SFace (gallery:
 private-train) and with the identity classifier (trained on private-train), SSIM and
-PSNR. Fidelity of released maps to clean ones: Spearman rank correlation, and the area
+PSNR. Fidelity of released maps to clean ones: Spearman rank correlation (tied pixels at
+their mean rank; the maps whose clean version is constant, all zero, have no ranking and
+are left out of the mean and counted), and the area
 under the deletion curve (the head's confidence in its answer as the top-ranked pixels
 are blacked out, 20 steps; smaller is a more faithful map). Writes
 ``explanation_privacy.json``, ``explanation_privacy.md`` and ``reconstructions_METHOD.png``.
@@ -129,7 +131,8 @@ def run_method(
     for name, maps in released:
         curve = deletion_curve(kit, test.images, maps, target)
         fidelity[name] = {
-            "rank_correlation_with_clean": float(rank_correlation(maps, test.maps).mean()),
+            "rank_correlation_with_clean": float(rank_correlation(maps, test.maps).nanmean()),
+            "maps_without_ranking": int(rank_correlation(maps, test.maps).isnan().sum()),
             "deletion_auc": float(torch.trapezoid(curve, dx=1 / (curve.shape[1] - 1), dim=1).mean()),
         }
     clean_auc = fidelity["clean"]["deletion_auc"]

@@ -8,6 +8,7 @@ from scipy.stats import spearmanr
 
 from edge_sdk.evaluation.explanation_attacks import (
     ExplanationData,
+    average_ranks,
     deletion_curve,
     explanation_data,
     rank_correlation,
@@ -31,6 +32,24 @@ def test_rank_correlation_is_spearmans() -> None:
     expected = [spearmanr(a.flatten(), b.flatten()).statistic for a, b in zip(maps, other, strict=True)]
     torch.testing.assert_close(rank_correlation(maps, other), torch.tensor(expected, dtype=torch.float32))
     torch.testing.assert_close(rank_correlation(maps, -maps), -torch.ones(3))
+
+
+def test_rank_correlation_averages_tied_ranks_as_scipy() -> None:
+    gen = torch.Generator().manual_seed(3)
+    # Grad-CAM-like: a third of the pixels exactly zero, the rest on a coarse grid of values.
+    maps = (torch.rand(4, 8, 8, generator=gen) * 4).round().clamp_min(1) * (torch.rand(4, 8, 8, generator=gen) > 0.33)
+    other = (maps + torch.rand(4, 8, 8, generator=gen) * 3).round()
+    expected = [spearmanr(a.flatten(), b.flatten()).statistic for a, b in zip(maps, other, strict=True)]
+    torch.testing.assert_close(rank_correlation(maps, other), torch.tensor(expected, dtype=torch.float32))
+    assert average_ranks(torch.tensor([[0.0, 0.0, 2.0, 1.0]])).tolist() == [[1.5, 1.5, 4.0, 3.0]]
+
+
+def test_rank_correlation_of_a_constant_map_is_undefined() -> None:
+    maps = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(4))
+    constant = maps.clone()
+    constant[1] = 0.0
+    result = rank_correlation(maps, constant)
+    assert result[0] == 1.0 and torch.isnan(result[1])
 
 
 def test_noise_rescaled_to_a_mean_square_and_maps_to_their_peak() -> None:

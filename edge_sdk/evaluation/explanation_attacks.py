@@ -34,6 +34,7 @@ from edge_sdk.kit.training import augment
 __all__ = [
     "ExplanationData",
     "ExplanationInverter",
+    "average_ranks",
     "deletion_curve",
     "explanation_data",
     "rank_correlation",
@@ -212,16 +213,34 @@ def train_gnime(
     return generator.eval()
 
 
+def average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Ranks ``1..P`` of each row of ``values`` ``(N, P)``, tied values given the mean of their ranks, float64."""
+    ranks = torch.empty(values.shape, dtype=torch.float64)
+    for i, row in enumerate(values):
+        ordered, order = row.sort()
+        _, counts = torch.unique_consecutive(ordered, return_counts=True)
+        mean_rank = counts.cumsum(0).double() - (counts.double() - 1) / 2
+        ranks[i, order] = mean_rank.repeat_interleave(counts)
+    return ranks
+
+
 def rank_correlation(maps: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """Spearman's rank correlation between each map and its counterpart, ``(N,)`` (ties broken by position)."""
+    """Spearman's rank correlation between each map and its counterpart, ``(N,)``.
 
-    def ranks(values: torch.Tensor) -> torch.Tensor:
-        flat = values.flatten(1)
-        return flat.argsort(dim=1).argsort(dim=1).float()
+    Pearson's correlation of the pixels' ranks, tied values given their mean rank
+    (as :func:`scipy.stats.spearmanr`): Grad-CAM maps are zero wherever the class
+    evidence is negative, about a third of their pixels. ``nan`` where either map is
+    constant (an all-zero map ranks nothing); average with :func:`torch.nanmean`.
 
-    a, b = ranks(maps), ranks(other)
+    Args:
+        maps: ``(N, H, W)`` maps.
+        other: ``(N, H, W)`` maps to compare with.
+    """
+    a, b = average_ranks(maps.flatten(1)), average_ranks(other.flatten(1))
     a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
-    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+    scale = a.norm(dim=1) * b.norm(dim=1)
+    correlation = (a * b).sum(dim=1) / scale.clamp_min(1e-300)
+    return torch.where(scale > 0, correlation, torch.nan).float()
 
 
 def deletion_curve(
