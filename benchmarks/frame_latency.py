@@ -19,7 +19,8 @@ The ``paper`` preset (500 feature steps, 150 Neumann terms on the exact Hessian,
 
 Privacy is the evaluation harness's worst identity accuracy over every attack, both
 oracles, as ``benchmarks/frontier.py`` measured it on releases crafted in batches of
-32 (read from ``--frontier``); releases crafted at batch 1 were not attacked by the
+32 (read from the ``--frontier`` runs: the frontier, and the intrapersonal preset's run
+with A3 on it); releases crafted at batch 1 were not attacked by the
 harness here, and the ``paper`` preset was never run through it.
 """
 
@@ -40,12 +41,17 @@ from edge_sdk.data.images import face_crops, read_picture
 from edge_sdk.data.orl import orl_keys, orl_root
 from edge_sdk.kit import Kit, load_kit
 
-# Preset -> the release of benchmarks/results/frontier/frontier.json made with the same configuration.
+# Preset -> the release of the frontier runs (``--frontier``) made with the same configuration.
 FRONTIER_ROWS = {
     "default": "crafter-z (head utility, latent noise 1) beta=1 (configured)",
     "feature": "crafter, feature space (preset feature, beta=0.2)",
     "answer-only": "answer-only (kit head's class)",
+    "intrapersonal": "crafter-z (intrapersonal utility, latent noise 1) beta=1 (configured)",
 }
+FRONTIER_RUNS = (
+    Path("benchmarks/results/frontier/frontier.json"),
+    Path("benchmarks/results/frontier_intrapersonal_hinge/frontier.json"),
+)
 
 
 def frames(count: int) -> list[Path]:
@@ -81,11 +87,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--paper-frames", type=int, default=3, help="Frames of the paper preset, warm-up included.")
     parser.add_argument("--paper-steps", type=int, default=2, help="Feature steps run for the paper preset.")
-    parser.add_argument("--frontier", type=Path, default=Path("benchmarks/results/frontier/frontier.json"))
+    parser.add_argument(
+        "--frontier",
+        type=Path,
+        nargs="+",
+        default=list(FRONTIER_RUNS),
+        help="frontier.json files to read privacy from.",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     kit = load_kit()
-    frontier = {row["release"]: row for row in json.loads(args.frontier.read_text())["rows"]}
+    frontier = {row["release"]: row for run in args.frontier for row in json.loads(run.read_text())["rows"]}
 
     rows = []
     for preset, make in PRESETS.items():
@@ -140,7 +152,11 @@ def main() -> None:
         )
     report = {
         "command": "python benchmarks/frame_latency.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
+        + " ".join(
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items()
+            if k != "out"
+        ),
         "date": time.strftime("%Y-%m-%d"),
         "threads": args.threads,
         "kit": kit.manifest.name,
