@@ -76,10 +76,11 @@ def main() -> None:
         released = coarsened(test.maps, test.probabilities)
         with torch.no_grad():
             rebuilt = to_unit_range(inverter(released, test.probabilities), spec)
+        ranks = rank_correlation(released, test.maps)
         row = {
             "grid": grid,
-            "rank_correlation_with_clean": float(rank_correlation(released, test.maps).nanmean()),
-            "maps_without_ranking": int(rank_correlation(released, test.maps).isnan().sum()),
+            "rank_correlation_with_clean": float(ranks.nanmean()),
+            "maps_without_ranking": int(ranks.isnan().sum()),
             "deletion_auc_vs_clean": deletion_auc(released) / clean_auc - 1,
             **{f"identity_{o.name}": identity_accuracy_of(o, rebuilt, faces.identity) for o in oracles},
         }

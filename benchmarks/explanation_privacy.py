@@ -21,8 +21,8 @@ It then attacks the 80 private-test faces (20 people, chance 0.05) and scores th
 reconstructions as the evaluation harness does: identity accuracy with SFace (gallery:
 private-train) and with the identity classifier (trained on private-train), SSIM and
 PSNR. Fidelity of released maps to clean ones: Spearman rank correlation (tied pixels at
-their mean rank; the maps whose clean version is constant, all zero, have no ranking and
-are left out of the mean and counted), and the area
+their mean rank; a pair where either map is constant, such as an all-zero clean map, has
+no rank correlation and is left out of the mean and counted), and the area
 under the deletion curve (the head's confidence in its answer as the top-ranked pixels
 are blacked out, 20 steps; smaller is a more faithful map). Writes
 ``explanation_privacy.json``, ``explanation_privacy.md`` and ``reconstructions_METHOD.png``.
@@ -130,9 +130,10 @@ def run_method(
     released = (("clean", test.maps), ("GNIME", gnime_test), ("RND", random_test), ("coarsened", coarse_test))
     for name, maps in released:
         curve = deletion_curve(kit, test.images, maps, target)
+        ranks = rank_correlation(maps, test.maps)
         fidelity[name] = {
-            "rank_correlation_with_clean": float(rank_correlation(maps, test.maps).nanmean()),
-            "maps_without_ranking": int(rank_correlation(maps, test.maps).isnan().sum()),
+            "rank_correlation_with_clean": float(ranks.nanmean()),
+            "maps_without_ranking": int(ranks.isnan().sum()),
             "deletion_auc": float(torch.trapezoid(curve, dx=1 / (curve.shape[1] - 1), dim=1).mean()),
         }
     clean_auc = fidelity["clean"]["deletion_auc"]

@@ -97,7 +97,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     kit = load_kit()
-    frontier = {row["release"]: row for run in args.frontier for row in json.loads(run.read_text())["rows"]}
+    frontier: dict[str, Any] = {}
+    for run in args.frontier:
+        for row in json.loads(run.read_text())["rows"]:
+            earlier = frontier.setdefault(row["release"], row)
+            figures = ("worst_identity_sface", "worst_identity_classifier")
+            if any(earlier.get(k) != row.get(k) for k in figures):
+                raise SystemExit(f"{run}: release {row['release']!r} has other figures in an earlier --frontier file")
 
     rows = []
     for preset, make in PRESETS.items():

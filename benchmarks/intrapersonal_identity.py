@@ -39,8 +39,6 @@ from edge_sdk.evaluation.development import development_tasks, development_utili
 from edge_sdk.fileio import write_json
 from edge_sdk.kit import load_kit
 
-RANK = 16
-
 
 def nearest_mean_accuracy(
     train: torch.Tensor, train_id: torch.Tensor, test: torch.Tensor, test_id: torch.Tensor
@@ -62,8 +60,8 @@ def top_directions(rows: torch.Tensor, rank: int) -> torch.Tensor:
     return torch.linalg.svd(rows, full_matrices=False)[2][:rank].T
 
 
-def subspaces(public: torch.Tensor, identity: torch.Tensor, kit_basis: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The ``(D, RANK)`` bases screened, fitted on public features ``(N, D)`` of people ``identity``."""
+def subspaces(public: torch.Tensor, identity: torch.Tensor, *, rank: int) -> dict[str, torch.Tensor]:
+    """The other ``(D, rank)`` bases screened, fitted on public features ``(N, D)`` of people ``identity``."""
     people, index = torch.unique(identity, return_inverse=True)
     means = torch.stack([public[index == k].mean(0) for k in range(len(people))])
     residuals = public - means[index]
@@ -76,17 +74,16 @@ def subspaces(public: torch.Tensor, identity: torch.Tensor, kit_basis: torch.Ten
     ridge = between_cov + float(torch.trace(between_cov)) / len(between_cov) * torch.eye(len(between_cov)).to(public)
     inverse_root = torch.linalg.inv(torch.linalg.cholesky(ridge))
     _, vectors = torch.linalg.eigh(inverse_root @ within_cov @ inverse_root.T)
-    fisher, _ = torch.linalg.qr(span @ (inverse_root.T @ vectors[:, -RANK:]))
+    fisher, _ = torch.linalg.qr(span @ (inverse_root.T @ vectors[:, -rank:]))
     random, _ = torch.linalg.qr(
-        torch.randn(public.shape[1], RANK, generator=torch.Generator().manual_seed(0)).to(public)
+        torch.randn(public.shape[1], rank, generator=torch.Generator().manual_seed(0)).to(public)
     )
     return {
-        f"kit's intrapersonal subspace ({RANK})": kit_basis.to(public),
         "intrapersonal, public people's mean span removed": top_directions(
-            residuals - (residuals @ between) @ between.T, RANK
+            residuals - (residuals @ between) @ between.T, rank
         ),
         "Fisher ratio, within over between (ridge)": fisher,
-        f"random {RANK}-dimensional projection": random,
+        f"random {rank}-dimensional projection": random,
     }
 
 
@@ -108,15 +105,16 @@ def main() -> None:
     flat = raw.flatten(1).double()
     public_flat = flat[len(test) + len(train) :]
     tasks = development_tasks(everyone)
-    bases = subspaces(public_flat, public.identity, kit.intrapersonal.basis)
-
-    kit_basis = bases[f"kit's intrapersonal subspace ({RANK})"]
+    rank = kit.intrapersonal.rank
+    kit_basis = kit.intrapersonal.basis.double()
+    bases = {f"kit's intrapersonal subspace ({rank})": kit_basis}
+    bases.update(subspaces(public_flat, public.identity, rank=rank))
     kept = public_flat @ kit_basis
     people, index = torch.unique(public.identity, return_inverse=True)
     means = torch.stack([kept[index == k].mean(0) for k in range(len(people))])
-    between_root = torch.linalg.cholesky(torch.cov((means - means.mean(0)).T) + 1e-9 * torch.eye(RANK).to(kept))
-    power = float(torch.trace(between_root @ between_root.T)) / RANK
-    noise = torch.randn(len(flat), RANK, generator=torch.Generator().manual_seed(1)).to(kept)
+    between_root = torch.linalg.cholesky(torch.cov((means - means.mean(0)).T) + 1e-9 * torch.eye(rank).to(kept))
+    power = float(torch.trace(between_root @ between_root.T)) / rank
+    noise = torch.randn(len(flat), rank, generator=torch.Generator().manual_seed(1)).to(kept)
 
     # Each view: the basis kept (None: the whole feature) and noise added to its coordinates.
     views: dict[str, tuple[torch.Tensor | None, torch.Tensor | float]] = {"whole raw feature": (None, 0.0)}
@@ -161,7 +159,7 @@ def main() -> None:
             "probes": len(test),
             "people": int(np.unique(test.identity.numpy()).size),
             "chance": 0.05,
-            "rank": RANK,
+            "rank": rank,
             "bootstrap": args.bootstrap,
             "seconds": seconds,
             "rows": rows,

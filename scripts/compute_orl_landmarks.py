@@ -10,7 +10,7 @@ Each picture is decoded with :func:`edge_sdk.data.images.read_picture` and searc
 largest face's landmarks are written with every digit of their float32 values, so
 :func:`edge_sdk.data.orl.load_orl` aligns the faces bit for bit as the detection path
 would on the machine that ran this, without searching each face again (about 0.1 s per
-face on 2 cores, paid once per process). ``tests/test_orl_landmarks.py`` detects a sample
+face on 2 cores, paid once per process). ``tests/test_data_orl.py`` detects a sample
 of faces again and checks the file still matches the detector.
 """
 
@@ -21,10 +21,8 @@ import csv
 from tqdm import tqdm
 
 from edge_sdk.data.images import read_picture
-from edge_sdk.data.orl import LANDMARKS_CSV, orl_keys, orl_root
+from edge_sdk.data.orl import LANDMARK_COLUMNS, LANDMARKS_CSV, orl_keys, orl_root
 from edge_sdk.faces.detector import default_detector
-
-COLUMNS = [f"{axis}{point}" for point in range(5) for axis in "xy"]
 
 
 def main() -> None:
@@ -38,7 +36,7 @@ def main() -> None:
         rows.append([subject, image, *(repr(float(v)) for v in largest.landmarks.reshape(-1))])
     with LANDMARKS_CSV.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["subject", "image", *COLUMNS])
+        writer.writerow(["subject", "image", *LANDMARK_COLUMNS])
         writer.writerows(rows)
     print(f"wrote {len(rows)} faces to {LANDMARKS_CSV}")
 

@@ -50,6 +50,10 @@ def test_rank_correlation_of_a_constant_map_is_undefined() -> None:
     constant[1] = 0.0
     result = rank_correlation(maps, constant)
     assert result[0] == 1.0 and torch.isnan(result[1])
+    with_nan = maps.clone()
+    with_nan[0, 0, 0] = torch.nan
+    result = rank_correlation(with_nan, maps)
+    assert torch.isnan(result[0]) and result[1] == 1.0
 
 
 def test_noise_rescaled_to_a_mean_square_and_maps_to_their_peak() -> None:

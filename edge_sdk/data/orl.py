@@ -24,6 +24,7 @@ from edge_sdk.faces.alignment import ORL_TEMPLATE
 
 __all__ = [
     "LANDMARKS_CSV",
+    "LANDMARK_COLUMNS",
     "SPLITS",
     "FaceSet",
     "Split",
@@ -48,6 +49,8 @@ SPLITS: tuple[str, ...] = (
 _POSE_CSV = Path(__file__).with_name("orl_pose.csv")
 LANDMARKS_CSV = Path(__file__).with_name("orl_landmarks.csv")
 """Where the SDK's detector finds each ORL face's five landmarks (``scripts/compute_orl_landmarks.py``)."""
+LANDMARK_COLUMNS: tuple[str, ...] = tuple(f"{axis}{point}" for point in range(5) for axis in "xy")
+"""Columns of :data:`LANDMARKS_CSV` after ``subject`` and ``image``: ``x0, y0, ..., x4, y4`` in the detector's order."""
 
 
 @dataclass(frozen=True)
@@ -104,15 +107,15 @@ def orl_landmarks() -> dict[tuple[int, int], np.ndarray]:
     """The largest face's five landmarks ``(5, 2)`` float32 per ``(subject, image)``, as the detector finds them.
 
     Read from the committed :data:`LANDMARKS_CSV`, so loading the faces does not search
-    each picture again.
+    each picture again. The arrays are read-only (shared by every caller).
     """
+    landmarks = {}
     with LANDMARKS_CSV.open(newline="") as handle:
-        return {
-            (int(row.pop("subject")), int(row.pop("image"))): np.array(
-                [float(v) for v in row.values()], dtype=np.float32
-            ).reshape(5, 2)
-            for row in csv.DictReader(handle)
-        }
+        for row in csv.DictReader(handle):
+            points = np.array([float(row[column]) for column in LANDMARK_COLUMNS], dtype=np.float32).reshape(5, 2)
+            points.flags.writeable = False
+            landmarks[(int(row["subject"]), int(row["image"]))] = points
+    return landmarks
 
 
 @cache

@@ -214,8 +214,15 @@ def train_gnime(
 
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:
-    """Ranks ``1..P`` of each row of ``values`` ``(N, P)``, tied values given the mean of their ranks, float64."""
-    ranks = torch.empty(values.shape, dtype=torch.float64)
+    """Ranks of each row's values, tied values given the mean of their ranks (as :func:`scipy.stats.rankdata`).
+
+    Args:
+        values: ``(N, P)`` rows of finite values.
+
+    Returns:
+        ``(N, P)`` float64 ranks ``1..P`` on the device of ``values``.
+    """
+    ranks = torch.empty(values.shape, dtype=torch.float64, device=values.device)
     for i, row in enumerate(values):
         ordered, order = row.sort()
         _, counts = torch.unique_consecutive(ordered, return_counts=True)
@@ -225,22 +232,28 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
 
 
 def rank_correlation(maps: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """Spearman's rank correlation between each map and its counterpart, ``(N,)``.
+    """Spearman's rank correlation between each map and its counterpart.
 
     Pearson's correlation of the pixels' ranks, tied values given their mean rank
     (as :func:`scipy.stats.spearmanr`): Grad-CAM maps are zero wherever the class
-    evidence is negative, about a third of their pixels. ``nan`` where either map is
-    constant (an all-zero map ranks nothing); average with :func:`torch.nanmean`.
+    evidence is negative, about a third of their pixels.
 
     Args:
         maps: ``(N, H, W)`` maps.
         other: ``(N, H, W)`` maps to compare with.
+
+    Returns:
+        ``(N,)`` float32 correlations in ``[-1, 1]``; ``nan`` where either map is
+        constant (an all-zero map ranks nothing) or holds a ``nan``. Average with
+        :func:`torch.nanmean` and count the ``nan``.
     """
-    a, b = average_ranks(maps.flatten(1)), average_ranks(other.flatten(1))
+    a, b = maps.flatten(1), other.flatten(1)
+    undefined = a.isnan().any(dim=1) | b.isnan().any(dim=1)
+    a, b = average_ranks(a.nan_to_num()), average_ranks(b.nan_to_num())
     a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
     scale = a.norm(dim=1) * b.norm(dim=1)
     correlation = (a * b).sum(dim=1) / scale.clamp_min(1e-300)
-    return torch.where(scale > 0, correlation, torch.nan).float()
+    return torch.where((scale > 0) & ~undefined, correlation, torch.nan).float()
 
 
 def deletion_curve(
