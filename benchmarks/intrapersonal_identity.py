@@ -55,6 +55,12 @@ def probe_accuracy(train: torch.Tensor, train_id: torch.Tensor, test: torch.Tens
     return float(probe.score(test.numpy(), test_id.numpy()))
 
 
+def person_means(rows: torch.Tensor, identity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each person's mean row ``(P, D)`` of ``rows`` ``(N, D)``, and each row's person index ``(N,)``."""
+    people, index = torch.unique(identity, return_inverse=True)
+    return torch.stack([rows[index == k].mean(0) for k in range(len(people))]), index
+
+
 def top_directions(rows: torch.Tensor, rank: int) -> torch.Tensor:
     """``(D, rank)`` orthonormal principal directions of ``rows`` ``(N, D)`` (not centred)."""
     return torch.linalg.svd(rows, full_matrices=False)[2][:rank].T
@@ -62,15 +68,14 @@ def top_directions(rows: torch.Tensor, rank: int) -> torch.Tensor:
 
 def subspaces(public: torch.Tensor, identity: torch.Tensor, *, rank: int) -> dict[str, torch.Tensor]:
     """The other ``(D, rank)`` bases screened, fitted on public features ``(N, D)`` of people ``identity``."""
-    people, index = torch.unique(identity, return_inverse=True)
-    means = torch.stack([public[index == k].mean(0) for k in range(len(people))])
+    means, index = person_means(public, identity)
     residuals = public - means[index]
-    between = top_directions(means - means.mean(0), len(people) - 1)
+    between = top_directions(means - means.mean(0), len(means) - 1)
     # Fisher ratio within / (between + ridge) in the span of the public features.
     span = top_directions(public - public.mean(0), len(public) - 1)
-    within_cov = (residuals @ span).T @ (residuals @ span) / (len(public) - len(people))
+    within_cov = (residuals @ span).T @ (residuals @ span) / (len(public) - len(means))
     centred_means = (means - means.mean(0)) @ span
-    between_cov = centred_means.T @ centred_means / (len(people) - 1)
+    between_cov = centred_means.T @ centred_means / (len(means) - 1)
     ridge = between_cov + float(torch.trace(between_cov)) / len(between_cov) * torch.eye(len(between_cov)).to(public)
     inverse_root = torch.linalg.inv(torch.linalg.cholesky(ridge))
     _, vectors = torch.linalg.eigh(inverse_root @ within_cov @ inverse_root.T)
@@ -110,8 +115,7 @@ def main() -> None:
     bases = {f"kit's intrapersonal subspace ({rank})": kit_basis}
     bases.update(subspaces(public_flat, public.identity, rank=rank))
     kept = public_flat @ kit_basis
-    people, index = torch.unique(public.identity, return_inverse=True)
-    means = torch.stack([kept[index == k].mean(0) for k in range(len(people))])
+    means, _ = person_means(kept, public.identity)
     between_root = torch.linalg.cholesky(torch.cov((means - means.mean(0)).T) + 1e-9 * torch.eye(rank).to(kept))
     power = float(torch.trace(between_root @ between_root.T)) / rank
     noise = torch.randn(len(flat), rank, generator=torch.Generator().manual_seed(1)).to(kept)
@@ -125,15 +129,17 @@ def main() -> None:
             scale * noise @ between_root.T,
         )
         views[f"intrapersonal + isotropic noise of the same power x{scale:g}"] = (kit_basis, scale * noise * power**0.5)
+    n_test, n_train = len(test), len(train)
+    coords = {name: flat if basis is None else flat @ basis + added for name, (basis, added) in views.items()}
+    released = {
+        name: (coords[name] if basis is None else coords[name] @ basis.T).float().reshape(raw.shape)
+        for name, (basis, _) in views.items()
+    }
+    # One call: the heads on the raw features are trained once for every view.
+    scores = development_utility(released, raw, tasks, everyone.identity, bootstrap=args.bootstrap)
     rows = []
-    for name, (basis, added) in views.items():
-        coords = flat if basis is None else flat @ basis + added
-        n_test, n_train = len(test), len(train)
-        gallery, probes = coords[n_test : n_test + n_train], coords[:n_test]
-        released = coords if basis is None else coords @ basis.T
-        scores = development_utility(
-            {name: released.float().reshape(raw.shape)}, raw, tasks, everyone.identity, bootstrap=args.bootstrap
-        )
+    for name, kept_coords in coords.items():
+        gallery, probes = kept_coords[n_test : n_test + n_train], kept_coords[:n_test]
         summary = summarise(scores, name)
         row = {
             "view": name,
