@@ -266,21 +266,6 @@ def test_the_label_baseline_scores_the_outputs_against_the_predicted_class_alone
 
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian package dataset-fashion-mnist is not installed")
-def test_detector_separates_an_honest_from_a_vicious_model() -> None:
-    torch.set_num_threads(2)
-    budget = {"train_samples": 3000, "epochs": 3, "seed": 3}
-    honest = train_vicious("fashion-mnist", ViciousConfig(beta_r=0.0, **budget)).classifier
-    vicious = train_vicious("fashion-mnist", ViciousConfig(beta_r=3.0, **budget)).classifier
-    config = DetectorConfig(probe_samples=3000, probe_steps=300, heldout_samples=1000, reference_epochs=3)
-    honest_report = verify_classifier(honest, task="fashion-mnist", config=config)
-    vicious_report = verify_classifier(vicious, task="fashion-mnist", config=config)
-    assert (honest_report.verdict, vicious_report.verdict) == ("honest", "vicious")
-    assert vicious_report.psnr_gap_db > honest_report.psnr_gap_db + 0.3
-    assert vicious_report.to_json()["data"]["finetune_images"] == config.finetune_samples
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian package dataset-fashion-mnist is not installed")
 def test_the_service_worker_verifies_an_upload_and_the_cli_gives_the_verdict(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -224,6 +224,7 @@ def test_an_upload_is_verified_on_onnxruntime_outputs_with_every_signal_or_its_r
     assert report["conventions"]["batch"] == 1 and report["conventions"]["outputs"] == "probabilities"
     assert report["unavailable"] == {} and report["v"] is not None and report["retrained_probe"] is not None
     assert "re-initialised" in report["rule"]
+    assert report["data"]["finetune_images"] == config.finetune_samples
     assert report["psnr_gap_db"] == pytest.approx(report["probe"]["psnr"] - report["retrained_probe"]["psnr"])
     # A graph the converter cannot copy still gets a verdict, from the reference baseline, with the reasons.
     weight = np.random.default_rng(0).normal(size=(4, 256)).astype(np.float32)
