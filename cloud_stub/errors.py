@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from edge_sdk.errors import EdgeSDKError
 
-__all__ = ["CloudStubError", "ConflictError", "ModelRejectedError", "NotFoundError", "StoreError"]
+__all__ = [
+    "CloudStubError",
+    "ConflictError",
+    "ModelRejectedError",
+    "NonFiniteOutputsError",
+    "NotFoundError",
+    "StoreError",
+]
 
 
 class CloudStubError(EdgeSDKError):
@@ -21,6 +28,10 @@ class ConflictError(CloudStubError):
 
 class ModelRejectedError(CloudStubError):
     """An uploaded model is not a valid ONNX model the verifier accepts."""
+
+
+class NonFiniteOutputsError(ModelRejectedError):
+    """A classifier returns NaN or infinite scores on images of its task, so what they carry cannot be measured."""
 
 
 class StoreError(CloudStubError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,16 +114,46 @@ CONTROL_FLOW = frozenset({"Loop", "If", "Scan", "SequenceMap"})
 _SUBGRAPH = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
-def _check_tensors(model: onnx.ModelProto) -> None:
-    """Every weight and constant must read as an array: a known element type and data of its declared size."""
-    tensors = [("initializer", t) for t in model.graph.initializer]
-    for node in model.graph.node:
+def _graph_tensors(graph: onnx.GraphProto, where: str = "") -> Iterator[tuple[str, onnx.TensorProto]]:
+    """Every dense tensor a graph holds, sub-graphs included: initializers and node attributes."""
+    yield from ((f"{where}initializer", t) for t in graph.initializer)
+    for node in graph.node:
+        at = f"{where}node {node.name or node.op_type!r} attribute"
         for attribute in node.attribute:
             if attribute.type == onnx.AttributeProto.TENSOR:
-                tensors.append((f"node {node.name or node.op_type!r} attribute", attribute.t))
+                yield at, attribute.t
             elif attribute.type == onnx.AttributeProto.TENSORS:
-                tensors += [(f"node {node.name or node.op_type!r} attribute", t) for t in attribute.tensors]
-    for where, tensor in tensors:
+                yield from ((at, t) for t in attribute.tensors)
+            elif attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _graph_tensors(attribute.g, f"{at} sub-graph ")
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for sub in attribute.graphs:
+                    yield from _graph_tensors(sub, f"{at} sub-graph ")
+
+
+def _has_sparse_tensors(graph: onnx.GraphProto) -> bool:
+    """Whether a graph or a sub-graph holds a sparse initializer or a sparse tensor attribute."""
+    sparse = (onnx.AttributeProto.SPARSE_TENSOR, onnx.AttributeProto.SPARSE_TENSORS)
+    if graph.sparse_initializer or any(a.type in sparse for n in graph.node for a in n.attribute):
+        return True
+    subgraphs = [a.g for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
+    subgraphs += [g for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
+    return any(_has_sparse_tensors(sub) for sub in subgraphs)
+
+
+def _check_self_contained(model: onnx.ModelProto) -> None:
+    """No tensor may name external data: the server would read a file of the uploader's choosing into the model."""
+    if _has_sparse_tensors(model.graph):
+        # Their values and indices are tensors too; no exporter writes them for a classifier.
+        raise ModelRejectedError("the model holds sparse tensors; store its weights and constants as dense tensors")
+    for where, tensor in _graph_tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
+            raise ModelRejectedError(f"{where} {tensor.name!r} uses external data; upload one self-contained file")
+
+
+def _check_tensors(model: onnx.ModelProto) -> None:
+    """Every weight and constant must read as an array: a known element type and data of its declared size."""
+    for where, tensor in _graph_tensors(model.graph):
         try:
             onnx.numpy_helper.to_array(tensor)
         except (KeyError, ValueError, TypeError, IndexError, NotImplementedError) as exc:
@@ -148,7 +179,8 @@ def _check_static_limits(model: onnx.ModelProto, input_name: str, task: ModelTas
     if model.functions:
         raise ModelRejectedError("the model defines local functions; export it without them")
     declared = [
-        d.dim_value or None for d in next(i for i in graph.input if i.name == input_name).type.tensor_type.shape.dim
+        d.dim_value if d.dim_value > 0 else None
+        for d in next(i for i in graph.input if i.name == input_name).type.tensor_type.shape.dim
     ]
     channels, height, width = task.input_shape
     for item in {(channels, height, width), (height, width, channels)}:
@@ -188,10 +220,12 @@ def check_upload(data: bytes, *, task: str | ModelTask, threads: int = 1) -> Che
     """Parse and check an uploaded ONNX classifier, run it on task images; return its summary.
 
     A model this accepts is one the verifier can finish: it parses, passes
-    ``onnx.checker``, carries no external data, no control flow and no tensor beyond
-    :data:`MAX_TENSOR_VALUES` values that shape inference can see, runs in onnxruntime on a probe batch of
-    the task's images with the conventions :func:`inspect_classifier` finds (layout,
-    fixed batch, output kind, input range) and returns one finite score per class.
+    ``onnx.checker``, carries no external data (in any tensor), no sparse tensors, no
+    control flow and no tensor beyond :data:`MAX_TENSOR_VALUES` values that shape
+    inference can see, runs in onnxruntime on a probe batch of the task's images and on
+    a batch of another size with the conventions :func:`inspect_classifier` finds
+    (layout, fixed batch, output kind, input range), scores each image on its own and
+    returns one finite score per class.
     Whether the fine-tune signal can be computed (the graph converts to torch and agrees
     with onnxruntime) is reported, not required: the verdict needs only the outputs.
 
@@ -225,9 +259,7 @@ def check_upload(data: bytes, *, task: str | ModelTask, threads: int = 1) -> Che
     if not model.graph.node or not model.opset_import:
         # An arbitrary byte string can parse as an (almost) empty protobuf.
         raise ModelRejectedError("not an ONNX model: the bytes do not parse as an ONNX protobuf")
-    for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise ModelRejectedError(f"initializer {tensor.name!r} uses external data; upload one self-contained file")
+    _check_self_contained(model)
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:  # names that are not UTF-8: UnicodeDecodeError

@@ -20,7 +20,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from cloud_stub.cli.root import app as cloud_app
-from cloud_stub.errors import ModelRejectedError
+from cloud_stub.errors import ModelRejectedError, NonFiniteOutputsError
 from cloud_stub.uploads import check_onnx_model
 from cloud_stub.verification.detector import DetectorConfig, fresh_copy, train_through_accuracy
 from cloud_stub.verification.hostile import control_flow
@@ -45,6 +45,22 @@ def _squares(n: int, seed: int) -> TaskData:
 
 DATA = _squares(400, 0)
 TASK = ModelTask("squares", (1, 16, 16), 4, "quadrant of a bright square", lambda: DATA)
+
+
+# A verification in seconds on the squares task: every signal, each on a tiny budget.
+SMALL = DetectorConfig(
+    probe_samples=200,
+    heldout_samples=100,
+    finetune_samples=32,
+    finetune_batch=16,
+    finetune_steps=2,
+    probe_steps=20,
+    probe_batch=32,
+    reference_epochs=1,
+    retrain_epochs=2,
+    probe_baseline="retrained",
+    reference_margin_db=0.7,
+)
 
 
 def _templates(scale: float = 1.0) -> nn.Module:
@@ -132,6 +148,146 @@ def test_a_graph_declaring_a_dynamic_batch_that_runs_one_image_at_a_time_is_run_
     np.testing.assert_allclose(runner(x).numpy(), x.reshape(3, 256).numpy() @ weight, atol=1e-4)
 
 
+def test_graphs_that_run_only_some_batch_sizes_are_found_at_upload_and_run_in_the_size_they_take() -> None:
+    weight = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
+    x = DATA.test_images[:10]
+    expected = x.reshape(10, 256).numpy() @ weight
+    # Declares a dynamic batch but reshapes to groups of 4 images: runs 64, fails on 7 and on 1.
+    groups = [
+        helper.make_node("Reshape", ["x", "groups"], ["g"]),
+        helper.make_node("MatMul", ["g", "w"], ["s"]),
+        helper.make_node("Reshape", ["s", "rows"], ["y"]),
+    ]
+    data = _graph(
+        groups, ["n", 1, 16, 16], 4, groups=np.array([-1, 4, 256], np.int64), rows=np.array([-1, 4]), w=weight
+    )
+    runner, notes = _inspect(data)
+    assert runner.conventions.batch == 64 and any("runs only batches of 64" in note for note in notes)
+    np.testing.assert_allclose(runner(x).numpy(), expected, atol=1e-4)
+    # A batch of 16 baked into a bias: its torch copy agrees with onnxruntime on 16 images at any batch
+    # size, but not on 7, so it is trained 16 at a time, as onnxruntime runs it.
+    bias = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
+    nodes = [
+        helper.make_node("Reshape", ["x", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["z"]),
+        helper.make_node("Add", ["z", "b"], ["y"]),
+    ]
+    fixed = _graph(nodes, [16, 1, 16, 16], 4, flat_shape=np.array([-1, 256], np.int64), w=weight, b=bias)
+    runner, _ = _inspect(fixed)
+    copy = trainable_copy(fixed, runner.conventions, DATA.test_images)
+    assert runner.conventions.batch == 16 and copy.module is not None and copy.module.conventions.batch == 16
+    many = DATA.test_images[:40]
+    torch.testing.assert_close(copy.module(many).detach(), runner(many), atol=1e-4, rtol=1e-4)
+
+
+def test_scores_that_depend_on_the_rest_of_the_batch_are_refused_at_upload() -> None:
+    pooled = [
+        helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("ReduceMean", ["f", "batch_axis"], ["m"], keepdims=1),
+        helper.make_node("Sub", ["f", "m"], ["y"]),  # each image scored against the batch's mean
+    ]
+    data = _graph(pooled, ["n", 1, 16, 16], 4, batch_axis=np.array([0], np.int64))
+    with pytest.raises(ModelRejectedError, match="change with the other images in its batch"):
+        check_onnx_model(data, task=TASK)
+
+
+def test_a_copy_whose_outputs_no_gradient_reaches_has_no_fine_tune_signal_and_says_why() -> None:
+    pool = [
+        helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Flatten", ["p"], ["y"]),
+    ]
+    assert check_onnx_model(_graph(pool, ["n", 1, 16, 16], 4), task=TASK)["fine_tune"].endswith(
+        "no weights to fine-tune"
+    )
+    weight = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
+    rounded = [
+        helper.make_node("Reshape", ["x", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["z"]),
+        helper.make_node("Cast", ["z"], ["whole"], to=TensorProto.INT64),  # scores rounded towards zero
+        helper.make_node("Cast", ["whole"], ["y"], to=TensorProto.FLOAT),
+    ]
+    data = _graph(rounded, ["n", 1, 16, 16], 4, flat_shape=np.array([-1, 256], np.int64), w=weight)
+    summary = check_onnx_model(data, task=TASK)
+    assert "no gradient reaches the graph's weights" in summary["fine_tune"]
+    report = verify_onnx(data, task=TASK, config=SMALL)
+    assert report["v"] is None and "no gradient" in report["unavailable"]["fine_tune"]
+    assert "reference baseline" in report["unavailable"]["retrained_baseline"]
+
+
+def test_external_data_in_any_tensor_and_sparse_tensors_are_refused_at_upload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the server's folder, holding a file the upload names
+    (tmp_path / "edge-cloud.db").write_bytes(b"sixteen secrets!")
+    pool = [
+        helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Add", ["f", "c"], ["y"]),
+    ]
+    constant = onnx.numpy_helper.from_array(np.zeros(4, np.float32), "bias")
+    constant.ClearField("raw_data")
+    constant.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "edge-cloud.db"), ("offset", "0"), ("length", "16")):
+        constant.external_data.add(key=key, value=value)
+    outside = _graph([helper.make_node("Constant", [], ["c"], value=constant), *pool], ["n", 1, 16, 16], 4)
+    with pytest.raises(ModelRejectedError, match="'bias' uses external data"):
+        check_onnx_model(outside, task=TASK)
+    model = onnx.load_from_string(_graph(pool, ["n", 1, 16, 16], 4))
+    values = onnx.numpy_helper.from_array(np.ones(1, np.float32), "c")
+    model.graph.sparse_initializer.append(
+        helper.make_sparse_tensor(values, onnx.numpy_helper.from_array(np.array([0], np.int64)), [4])
+    )
+    with pytest.raises(ModelRejectedError, match="sparse tensors"):
+        check_onnx_model(model.SerializeToString(), task=TASK)
+
+
+def test_scores_that_are_not_finite_beyond_the_upload_check_refuse_the_verification() -> None:
+    brightest = DATA.test_images.amax(dim=(1, 2, 3))
+    # Finite on the upload check's images; NaN on the held-out images darker than any of those.
+    threshold = float(brightest[:64].min()) - 0.01
+    assert float(brightest[64 : SMALL.heldout_samples].min()) < threshold
+    weight = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
+    nodes = [
+        helper.make_node("Reshape", ["x", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["z"]),
+        helper.make_node("ReduceMax", ["x", "axes"], ["bright"], keepdims=0),
+        helper.make_node("Sub", ["bright", "t"], ["margin"]),
+        helper.make_node("Log", ["margin"], ["log"]),
+        helper.make_node("Unsqueeze", ["log", "one"], ["column"]),
+        helper.make_node("Add", ["z", "column"], ["y"]),
+    ]
+    initializers = {
+        "flat_shape": np.array([-1, 256], np.int64),
+        "w": weight,
+        "axes": np.array([1, 2, 3], np.int64),
+        "t": np.array(threshold, np.float32),
+        "one": np.array([1], np.int64),
+    }
+    data = _graph(nodes, ["n", 1, 16, 16], 4, **initializers)
+    assert check_onnx_model(data, task=TASK)["fine_tune"] == "available"
+    with pytest.raises(NonFiniteOutputsError, match=r"NaN or infinite scores on \d+ of 100 held-out"):
+        verify_onnx(data, task=TASK, config=SMALL)
+
+
+def test_a_retrained_copy_whose_fresh_weights_leave_its_domain_falls_back_to_the_reference_with_the_reason() -> None:
+    weight = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
+    nodes = [
+        helper.make_node("Reshape", ["x", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["z"]),
+        helper.make_node("Sqrt", ["scale"], ["root"]),  # redrawn around zero, half the scales are negative
+        helper.make_node("Mul", ["z", "root"], ["y"]),
+    ]
+    scale = np.full((1, 4), 4.0, np.float32)
+    data = _graph(nodes, ["n", 1, 16, 16], 4, flat_shape=np.array([-1, 256], np.int64), w=weight, scale=scale)
+    report = verify_onnx(data, task=TASK, config=SMALL)
+    assert (
+        report["retrained_probe"] is None
+        and "re-initialised copy returns NaN" in report["unavailable"]["retrained_baseline"]
+    )
+    assert "reference model" in report["rule"] and np.isfinite(report["psnr_gap_db"])
+
+
 @pytest.mark.parametrize(
     ("nodes", "outputs", "initializers", "reason"),
     [
@@ -206,19 +362,7 @@ def test_the_retrained_baseline_is_the_same_graph_with_fresh_weights_trained_to_
 def test_an_upload_is_verified_on_onnxruntime_outputs_with_every_signal_or_its_reason() -> None:
     torch.manual_seed(0)
     module = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(), nn.Linear(64, 4))
-    config = DetectorConfig(
-        probe_samples=200,
-        heldout_samples=100,
-        finetune_samples=32,
-        finetune_batch=16,
-        finetune_steps=2,
-        probe_steps=20,
-        probe_batch=32,
-        reference_epochs=1,
-        retrain_epochs=2,
-        probe_baseline="retrained",
-        reference_margin_db=0.7,
-    )
+    config = SMALL
     with_softmax = _export(nn.Sequential(module, nn.Softmax(1)), torch.rand(1, 1, 16, 16), dynamo=True, dynamic=False)
     report = verify_onnx(with_softmax, task=TASK, config=config)
     assert report["conventions"]["batch"] == 1 and report["conventions"]["outputs"] == "probabilities"

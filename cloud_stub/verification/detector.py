@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cloud_stub.errors import NonFiniteOutputsError
 from cloud_stub.verification.defences import argmax_only
 from cloud_stub.verification.tasks import MODEL_TASKS, ModelTask, TaskData, resolve_task
 from cloud_stub.verification.vicious import (
@@ -60,6 +61,7 @@ __all__ = [
     "DetectorConfig",
     "VerificationReport",
     "fine_tune_divergence",
+    "finite_outputs",
     "output_entropy",
     "verify_classifier",
 ]
@@ -272,8 +274,11 @@ def fine_tune_divergence(
     the way its exported ONNX graph computes.
 
     Raises:
-        FloatingPointError: The fine-tuned copy's outputs are not finite.
+        FloatingPointError: The outputs are not finite, before or after fine-tuning.
     """
+    before = classifier_outputs(model, heldout)
+    if not torch.isfinite(before).all() or not torch.isfinite(classifier_outputs(model, images)).all():
+        raise FloatingPointError("the outputs are NaN or infinite on task images before any fine-tuning")
     tuned = copy.deepcopy(model).eval()
     optimizer = torch.optim.Adam(tuned.parameters(), lr=config.finetune_lr)
     generator = torch.Generator().manual_seed(config.seed)
@@ -283,7 +288,7 @@ def fine_tune_divergence(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    before, after = classifier_outputs(model, heldout), classifier_outputs(tuned, heldout)
+    after = classifier_outputs(tuned, heldout)
     if not torch.isfinite(after).all():
         raise FloatingPointError(f"fine-tuning at learning rate {config.finetune_lr} made the outputs non-finite")
     cosine = float(F.cosine_similarity(before, after, dim=1).mean())
@@ -303,13 +308,32 @@ class _Probe:
     label_quality: dict[str, float] | None = None
 
 
+def finite_outputs(model: Classifier, images: torch.Tensor, *, what: str) -> torch.Tensor:
+    """:func:`classifier_outputs`, refused unless every score is finite.
+
+    A probe trained or scored on NaN reads as no leak at all (its PSNR is NaN, and NaN
+    exceeds no margin), so a model could hide from it by answering some images with NaN.
+
+    Raises:
+        NonFiniteOutputsError: Some scores are NaN or infinite (how many images, and the first).
+    """
+    outputs = classifier_outputs(model, images)
+    bad = (~torch.isfinite(outputs.reshape(len(outputs), -1))).any(dim=1)
+    if bad.any():
+        raise NonFiniteOutputsError(
+            f"it returns NaN or infinite scores on {int(bad.sum())} of {len(images)} {what} task images "
+            f"(the first: image {int(bad.nonzero()[0])}); a classifier must score every image of its task"
+        )
+    return outputs
+
+
 def _probe(
     model: Classifier, task: ModelTask, config: DetectorConfig, metric: MahalanobisMetric, *, with_label: bool
 ) -> _Probe:
     data = task.loader()
     originals = data.train_images[: config.probe_samples]
     heldout = data.test_images[: config.heldout_samples]
-    heldout_outputs = classifier_outputs(model, heldout)
+    heldout_outputs = finite_outputs(model, heldout, what="held-out")
     scores: dict[str, list[dict[str, float]]] = {"outputs": [], "label": []}
     for seed in range(config.seed, config.seed + config.probe_seeds):
         train_x = originals
@@ -317,7 +341,7 @@ def _probe(
             generator = torch.Generator().manual_seed(seed)
             copies = [augment_images(originals, generator=generator) for _ in range(config.probe_augment_copies)]
             train_x = torch.cat([originals, *copies])
-        train_outputs = classifier_outputs(model, train_x)
+        train_outputs = finite_outputs(model, train_x, what="probe-training")
         # The label probe sees the same images, augmentation and seed: the gap between
         # the two is what the outputs carry beyond the predicted class.
         inputs = {"outputs": (train_outputs, heldout_outputs)}
@@ -535,7 +559,14 @@ def _retrained_probe(
         for state in states:
             honest.load_state_dict(state)
             probe_config = replace(config, seed=config.seed + copy_index)
-            candidates.append(_probe(honest.eval(), task, probe_config, metric, with_label=False))
+            try:
+                candidates.append(_probe(honest.eval(), task, probe_config, metric, with_label=False))
+            except NonFiniteOutputsError as exc:  # fresh weights can leave the graph's domain (Sqrt, Log of a weight)
+                unavailable["retrained_baseline"] = (
+                    f"not built: the re-initialised copy {str(exc).removeprefix('it ')}; "
+                    "the verdict uses the reference baseline"
+                )
+                return None
         summary["state_psnr"] = [p.quality["psnr"] for p in candidates]
         training.append(summary)
         probes.append(max(candidates, key=lambda p: p.quality["psnr"]))
@@ -731,6 +762,8 @@ def verify_classifier(
 
     Raises:
         TaskDataError: The task's data is not installed.
+        NonFiniteOutputsError: ``model`` scores some task image NaN or infinite (found
+            only here for images beyond the upload check's probe batches).
     """
     spec = resolve_task(task)
     config = config or DetectorConfig.for_task(spec.name)
@@ -748,13 +781,14 @@ def verify_classifier(
     if len(tune_x) < config.finetune_samples:  # small tasks (ORL): fine-tune on training images
         tune_x, tune_y = data.train_images[: config.finetune_samples], data.train_labels[: config.finetune_samples]
     t = time.perf_counter()
-    v, cosine = _fine_tune_signal(trainable, tune_x, tune_y, heldout_x, config, unavailable)
-    timings["fine_tune"] = time.perf_counter() - t
-    t = time.perf_counter()
     metric = _metric(spec, config.probe_samples)
+    # First: it refuses a model whose scores are not all finite, before anything else is trained.
     probe = _probe(model, spec, config, metric, with_label=True)
     assert probe.label_quality is not None
     timings["probe"] = time.perf_counter() - t
+    t = time.perf_counter()
+    v, cosine = _fine_tune_signal(trainable, tune_x, tune_y, heldout_x, config, unavailable)
+    timings["fine_tune"] = time.perf_counter() - t
     verdict = _verdict(model, trainable, spec, config, metric, probe, unavailable, timings, reference_cache)
     accuracy = float((classifier_outputs(model, heldout_x).argmax(1) == heldout_y).float().mean())
     used = {

@@ -12,6 +12,7 @@ a model that returns probabilities).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 
 from cloud_stub.errors import ModelRejectedError
@@ -42,6 +44,10 @@ __all__ = [
 # Pixel ranges a model may expect, as (scale, offset) applied to [0, 1] images.
 INPUT_RANGES: dict[str, tuple[float, float]] = {"[0, 1]": (1.0, 0.0), "[0, 255]": (255.0, 0.0), "[-1, 1]": (2.0, -1.0)}
 PROBE_IMAGES = 64  # labelled task images the conventions are decided on
+# A second, prime batch size every accepted graph is run on at upload: a graph that runs
+# only the probe's size (a Reshape to 64 or to groups of 16) is found there, not later,
+# and so is one whose scores for an image depend on the other images in its batch.
+ODD_BATCH = 7
 MAX_BATCH = 256  # items per onnxruntime call for dynamic-batch graphs
 _PROBABILITY_TOLERANCE = 1e-3
 _RANGE_MARGIN = 0.1  # accuracy a non-[0, 1] range must gain on the probe batch to be chosen
@@ -118,11 +124,13 @@ def session_runner(session: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     so it is never mistaken for a graph the batch does not fit.
     """
     name = session.get_inputs()[0].name
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # a failed run is raised with its message; the trial batches may fail by design
 
     def run(x: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
         try:
-            outputs = session.run(None, {name: array})
+            outputs = session.run(None, {name: array}, quiet)
         except Exception as exc:  # onnxruntime's Fail/RuntimeException have no common public base class
             if _ORT_ALLOCATION_FAILURE in str(exc):
                 raise MemoryError("onnxruntime could not allocate memory for the graph's tensors") from exc
@@ -169,7 +177,8 @@ class Inspection:
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
-    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+    """Declared dimensions; unknown, symbolic and non-positive ones (``-1``) are ``None``."""
+    return [d.dim_value if d.dim_value > 0 else None for d in value_info.type.tensor_type.shape.dim]
 
 
 def _layouts(dims: list[int | None], item: tuple[int, int, int]) -> list[str]:
@@ -245,14 +254,12 @@ class _Trial:
         for input_range in INPUT_RANGES:
             model_input = ModelConventions(layout=layout, input_range=input_range).model_input(x)
             outputs, why = _run_probe(self.session, model_input, self.batch, self.classes)
-            if outputs is None and self.batch is None:
-                # Declared dynamic, but the graph may only run the batch it was exported with.
-                outputs, _ = _run_probe(self.session, model_input, 1, self.classes)
-                if outputs is not None:
-                    self.batch = 1
-                    self.notes.append(
-                        f"the input declares a dynamic batch but the graph runs one image at a time ({why})"
-                    )
+            if outputs is not None and self.batch is None:
+                _, why = _run_probe(self.session, model_input[:ODD_BATCH], None, self.classes)
+                if why:
+                    self._fixed_by_trial(model_input, outputs, why)
+            elif outputs is None and self.batch is None:
+                outputs = self._fixed_by_trial(model_input, None, why)
             if outputs is None:
                 self.failures.append(f"{layout}: {why}")
                 return  # the range does not change whether the graph runs
@@ -260,6 +267,35 @@ class _Trial:
                 (outputs.reshape(len(x), -1).argmax(1) == y.numpy()).mean()
             )
             self.outputs[(layout, input_range)] = outputs
+
+    def _fixed_by_trial(self, model_input: torch.Tensor, whole: np.ndarray | None, why: str) -> np.ndarray | None:
+        """A graph declaring a dynamic batch that fails on some sizes: run it by one image, or by whole probe batches.
+
+        Returns the probe's outputs under the batch found (and sets it), or ``None``.
+        """
+        outputs, _ = _run_probe(self.session, model_input, 1, self.classes)
+        if outputs is not None:
+            self.batch = 1
+            self.notes.append(f"the input declares a dynamic batch but the graph runs one image at a time ({why})")
+            return outputs
+        if whole is not None:  # it ran the whole probe batch: every call is padded to that size
+            self.batch = len(model_input)
+            self.notes.append(
+                f"the input declares a dynamic batch but the graph runs only batches of {self.batch} ({why}); "
+                f"it is run {self.batch} images at a time"
+            )
+        return whole
+
+
+def _batch_dependence(session: Any, conventions: ModelConventions, x: torch.Tensor, outputs: np.ndarray) -> float:
+    """How far the scores of the first :data:`ODD_BATCH` images move when they are run without the others.
+
+    ``0`` for a graph run one image at a time (its batches hold nothing else).
+    """
+    if conventions.batch == 1:
+        return 0.0
+    alone = run_in_batches(session_runner(session), conventions.model_input(x[:ODD_BATCH]), batch=conventions.batch)
+    return float(np.abs(alone.numpy().reshape(len(alone), -1) - outputs[:ODD_BATCH].reshape(len(alone), -1)).max())
 
 
 def inspect_classifier(
@@ -339,6 +375,15 @@ def inspect_classifier(
     if fixed is not None:
         notes.append(f"the graph was exported for batches of exactly {fixed}; it is run {fixed} images at a time")
     outputs = trial.outputs[(best_layout, best_range)]
+    found = ModelConventions(layout=best_layout, batch=batch, input_range=best_range)
+    moved, tolerance = _batch_dependence(session, found, x, outputs), _parity_tolerance(outputs)
+    if moved > tolerance:
+        raise ModelRejectedError(
+            f"its scores for an image change with the other images in its batch (by {moved:.3g}, tolerance "
+            f"{tolerance:.3g}, between {ODD_BATCH} task images run alone and among {len(x)}): it normalises over "
+            "the batch or was exported in training mode; a classifier must score each image on its own "
+            "(export it after model.eval())"
+        )
     kind = _output_kind(outputs, _last_op(model))
     if kind != "logits":
         notes.append(f"it returns {kind}; the verifier works on their logarithm")
@@ -377,6 +422,26 @@ class TrainableCopy:
 PARITY_IMAGES = 16
 
 
+def _parity_tolerance(reference: np.ndarray | torch.Tensor) -> float:
+    """How far two runs of one graph's outputs may differ: 1e-4 + 1e-3 of their largest magnitude."""
+    return 1e-4 + 1e-3 * float(np.abs(np.asarray(reference)).max())
+
+
+def _not_trainable(module: ConventionAdapter, images: torch.Tensor) -> str:
+    """Why fine-tuning cannot move the copy's outputs (no weights, no gradient reaches them), or ``""``."""
+    weights = [p for p in module.parameters() if p.requires_grad]
+    if not weights:
+        return "not computed: the graph has no weights to fine-tune"
+    logits = module(images)
+    gradients = torch.autograd.grad(logits.sum(), weights, allow_unused=True) if logits.requires_grad else ()
+    if not any(g is not None and bool(g.ne(0).any()) for g in gradients):
+        return (
+            "not computed: no gradient reaches the graph's weights from its outputs (they pass through "
+            "rounding, integer casts or an argmax), so fine-tuning cannot move them"
+        )
+    return ""
+
+
 def trainable_copy(data: bytes, conventions: ModelConventions, images: torch.Tensor) -> TrainableCopy:
     """Convert the graph to torch and check it computes what onnxruntime computes on task images.
 
@@ -395,23 +460,44 @@ def trainable_copy(data: bytes, conventions: ModelConventions, images: torch.Ten
         return TrainableCopy(None, f"not computed: {exc}")
     raw = ModelConventions(layout=conventions.layout, batch=conventions.batch, input_range=conventions.input_range)
     x = raw.model_input(images[:PARITY_IMAGES])
-    reference = run_in_batches(session_runner(cpu_session(data, threads=1)), x, batch=conventions.batch)
-    tolerance = 1e-4 + 1e-3 * float(reference.abs().max())
+    try:
+        reference = run_in_batches(session_runner(cpu_session(data, threads=1)), x, batch=conventions.batch)
+    except MemoryError:
+        raise
+    except Exception as exc:  # inspect_classifier ran this batch; a graph that still fails has no copy to check
+        return TrainableCopy(None, f"not computed: onnxruntime failed on {len(x)} task images: {_first_line(exc)}")
+    tolerance = _parity_tolerance(reference)
     why = ""
-    # A fixed-batch graph's copy is first tried on whole batches (training it item by item is slow).
+    # A fixed-batch graph's copy is first tried on whole batches (training it item by item is
+    # slow); it must then agree on two batch sizes, or a batch baked into it would pass by chance.
     for batch in dict.fromkeys([None, conventions.batch]):
-        try:
-            with torch.no_grad():
-                ours = run_in_batches(graph, x, batch=batch)
-        except ModelRejectedError as exc:
-            why = f"not computed: {exc}"
+        gap, why = _copy_gap(graph, x, reference, batch=batch)
+        if why:
             continue
-        if ours.numel() != reference.numel():
-            why = f"not computed: the torch copy returns shape {list(ours.shape)}, onnxruntime {list(reference.shape)}"
-            continue
-        gap = float((ours.reshape(reference.shape) - reference).abs().max())
         if gap <= tolerance:
             copy_conventions = ModelConventions(**{**asdict(conventions), "batch": batch})
-            return TrainableCopy(ConventionAdapter(graph, copy_conventions), "available")
+            copy = ConventionAdapter(graph, copy_conventions)
+            why = _not_trainable(copy, images[:ODD_BATCH])
+            return TrainableCopy(None if why else copy, why or "available")
         why = f"not computed: the torch copy differs from onnxruntime by {gap:.3g} (tolerance {tolerance:.3g})"
     return TrainableCopy(None, why)
+
+
+def _copy_gap(graph: OnnxModule, x: torch.Tensor, reference: torch.Tensor, *, batch: int | None) -> tuple[float, str]:
+    """The copy's largest difference from onnxruntime on ``x``, and on its first :data:`ODD_BATCH` rows run alone.
+
+    Returns ``(gap, "")``, or ``(inf, why)`` when the copy does not run or returns another shape.
+    """
+    gap = 0.0
+    for rows in (len(x), ODD_BATCH) if batch is None else (len(x),):
+        try:
+            with torch.no_grad():
+                ours = run_in_batches(graph, x[:rows], batch=batch)
+        except ModelRejectedError as exc:
+            return math.inf, f"not computed: {exc}"
+        expected = reference[:rows]
+        if ours.numel() != expected.numel():
+            shapes = f"{list(ours.shape)}, onnxruntime {list(expected.shape)}"
+            return math.inf, f"not computed: on {rows} images the torch copy returns shape {shapes}"
+        gap = max(gap, float((ours.reshape(expected.shape) - expected).abs().max()))
+    return gap, ""
