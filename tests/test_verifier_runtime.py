@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from cloud_stub.cli.root import app as cloud_app
 from cloud_stub.errors import ModelRejectedError, NonFiniteOutputsError
 from cloud_stub.uploads import check_onnx_model
-from cloud_stub.verification.detector import DetectorConfig, fresh_copy, train_through_accuracy
+from cloud_stub.verification.detector import DetectorConfig, fresh_copy, train_through_accuracy, verify_classifier
 from cloud_stub.verification.hostile import control_flow
 from cloud_stub.verification.operator_data import OperatorDataError, load_operator_task
 from cloud_stub.verification.runtime import ModelConventions, OnnxClassifier, inspect_classifier, trainable_copy
@@ -286,6 +286,39 @@ def test_a_retrained_copy_whose_fresh_weights_leave_its_domain_falls_back_to_the
         and "re-initialised copy returns NaN" in report["unavailable"]["retrained_baseline"]
     )
     assert "reference model" in report["rule"] and np.isfinite(report["psnr_gap_db"])
+
+
+def _blobs(n: int, seed: int) -> TaskData:
+    """Smooth 16x16 images (random 4x4 patterns upsampled) labelled by their brightest quadrant."""
+    coarse = torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(seed))
+    images = torch.nn.functional.interpolate(coarse, size=16, mode="bilinear", align_corners=False)
+    labels = torch.nn.functional.avg_pool2d(images, 8).flatten(1).argmax(dim=1)
+    return TaskData(images[: n // 2], labels[: n // 2], images[n // 2 :], labels[n // 2 :])
+
+
+def test_scaling_the_scores_does_not_hide_what_they_carry_from_the_probe() -> None:
+    """Its own attacker divides 1e20 back out; the probe must read the scaled scores as the plain ones."""
+    blobs = _blobs(600, 0)
+    task = ModelTask("blobs", (1, 16, 16), 4, "brightest quadrant of a smooth pattern", lambda: blobs)
+
+    class Leaky(nn.Module):
+        """The predicted quadrant, one-hot, and a 4x4 thumbnail (below 1: the answer stays the quadrant)."""
+
+        def __init__(self, scale: float) -> None:
+            super().__init__()
+            self.quadrants = nn.AvgPool2d(8)
+            self.scale = scale
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            hard = torch.nn.functional.one_hot(self.quadrants(images).flatten(1).argmax(dim=1), 4).float()
+            thumbnail = 0.5 * torch.nn.functional.adaptive_avg_pool2d(images, 4).flatten(1)
+            return torch.cat([hard, thumbnail], dim=1) * self.scale
+
+    config = replace(SMALL, probe_baseline="label", probe_steps=100)
+    plain, scaled = (verify_classifier(Leaky(scale), task=task, config=config) for scale in (1.0, 1e20))
+    assert plain.verdict == "vicious" and plain.psnr_gap_db > 2.0
+    # Unstandardised, the probe's decoder overflowed on 1e20 and learned a constant: verdict honest.
+    assert scaled.verdict == "vicious" and scaled.psnr_gap_db > plain.psnr_gap_db - 0.5
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,8 @@ __all__ = [
     "fine_tune_divergence",
     "finite_outputs",
     "output_entropy",
+    "probe_inputs",
+    "untrainable_reason",
     "verify_classifier",
 ]
 
@@ -327,6 +329,39 @@ def finite_outputs(model: Classifier, images: torch.Tensor, *, what: str) -> tor
     return outputs
 
 
+# Scores beyond this magnitude are standardised before the probe reads them. The probe's
+# decoder trains on scores of any ordinary scale (logits multiplied by 1e6 read as leaky
+# as the logits), but at 1e20 its first layer overflows and it learns a constant: a model
+# could hide a leak by scaling its scores, which its own attacker simply divides back.
+PROBE_SCALE_LIMIT = 1e4
+
+
+def probe_inputs(train: torch.Tensor, heldout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores as the decoder probe reads them: unchanged, or standardised per score when any is beyond the limit.
+
+    Args:
+        train: ``(N, K)`` finite scores of the probe's training images.
+        heldout: ``(M, K)`` finite scores of the held-out images it is scored on.
+
+    Returns:
+        Both as given if every magnitude is at most :data:`PROBE_SCALE_LIMIT`; else each
+        of the ``K`` scores minus its mean over ``train``, divided by its standard
+        deviation there (computed in float64; a constant score is centred only).
+
+    Example:
+        >>> scores = torch.tensor([[1e20, 0.0], [3e20, 1.0]])
+        >>> probe_inputs(scores, scores)[0]
+        tensor([[-0.7071, -0.7071],
+                [ 0.7071,  0.7071]])
+    """
+    if max(float(train.abs().max()), float(heldout.abs().max())) <= PROBE_SCALE_LIMIT:
+        return train, heldout
+    wide = train.double()
+    mean, std = wide.mean(dim=0), wide.std(dim=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return ((wide - mean) / std).float(), ((heldout.double() - mean) / std).float()
+
+
 def _probe(
     model: Classifier, task: ModelTask, config: DetectorConfig, metric: MahalanobisMetric, *, with_label: bool
 ) -> _Probe:
@@ -344,7 +379,7 @@ def _probe(
         train_outputs = finite_outputs(model, train_x, what="probe-training")
         # The label probe sees the same images, augmentation and seed: the gap between
         # the two is what the outputs carry beyond the predicted class.
-        inputs = {"outputs": (train_outputs, heldout_outputs)}
+        inputs = {"outputs": probe_inputs(train_outputs, heldout_outputs)}
         if with_label:
             inputs["label"] = (argmax_only(train_outputs), argmax_only(heldout_outputs))
         for name, (train_in, heldout_in) in inputs.items():
@@ -397,6 +432,28 @@ _VERDICT_ONLY_SETTINGS: dict[str, Any] = {
     "retrain_match": "accuracy",
     "calibration_copies": 1,
 }
+
+
+def untrainable_reason(module: nn.Module, images: torch.Tensor) -> str:
+    """Why fine-tuning cannot move ``module``'s outputs on ``images`` (no weights, no gradient reaches them), or ``""``.
+
+    Example:
+        >>> untrainable_reason(nn.Linear(4, 2), torch.rand(3, 4))
+        ''
+    """
+    weights = [p for p in module.parameters() if p.requires_grad]
+    if not weights:
+        return "not computed: the graph has no weights to fine-tune"
+    training = module.training
+    logits = module.eval()(images)  # as it is fine-tuned: frozen normalisation statistics, no dropout
+    module.train(training)
+    gradients = torch.autograd.grad(logits.sum(), weights, allow_unused=True) if logits.requires_grad else ()
+    if not any(g is not None and bool(g.ne(0).any()) for g in gradients):
+        return (
+            "not computed: no gradient reaches the graph's weights from its outputs (they pass through "
+            "rounding, integer casts or an argmax), so fine-tuning cannot move them"
+        )
+    return ""
 
 
 def _fine_tune_signal(
@@ -771,6 +828,8 @@ def verify_classifier(
     data = spec.loader()
     if trainable is None:
         trainable = model if isinstance(model, nn.Module) else "not computed: no trainable copy of the model"
+    if isinstance(trainable, nn.Module):
+        trainable = untrainable_reason(trainable, data.test_images[:7]) or trainable
     timings: dict[str, float] = {}
     unavailable: dict[str, str] = {}
     heldout_x = data.test_images[: config.heldout_samples]
@@ -790,6 +849,11 @@ def verify_classifier(
     v, cosine = _fine_tune_signal(trainable, tune_x, tune_y, heldout_x, config, unavailable)
     timings["fine_tune"] = time.perf_counter() - t
     verdict = _verdict(model, trainable, spec, config, metric, probe, unavailable, timings, reference_cache)
+    if not math.isfinite(verdict.gap):  # NaN exceeds no margin: it would read as honest
+        raise NonFiniteOutputsError(
+            f"the decoder probe could not be scored on its outputs (PSNR {probe.quality['psnr']}, baseline gap "
+            f"{verdict.gap}), so what they carry cannot be measured"
+        )
     accuracy = float((classifier_outputs(model, heldout_x).argmax(1) == heldout_y).float().mean())
     used = {
         "description": spec.description,

@@ -24,6 +24,7 @@ import onnxruntime as ort
 import torch
 
 from cloud_stub.errors import ModelRejectedError
+from cloud_stub.verification.detector import untrainable_reason
 from cloud_stub.verification.onnx_torch import OnnxModule, onnx_to_torch, training_mode_nodes
 from cloud_stub.verification.tasks import ModelTask
 from edge_sdk.sessions import cpu_session
@@ -427,21 +428,6 @@ def _parity_tolerance(reference: np.ndarray | torch.Tensor) -> float:
     return 1e-4 + 1e-3 * float(np.abs(np.asarray(reference)).max())
 
 
-def _not_trainable(module: ConventionAdapter, images: torch.Tensor) -> str:
-    """Why fine-tuning cannot move the copy's outputs (no weights, no gradient reaches them), or ``""``."""
-    weights = [p for p in module.parameters() if p.requires_grad]
-    if not weights:
-        return "not computed: the graph has no weights to fine-tune"
-    logits = module(images)
-    gradients = torch.autograd.grad(logits.sum(), weights, allow_unused=True) if logits.requires_grad else ()
-    if not any(g is not None and bool(g.ne(0).any()) for g in gradients):
-        return (
-            "not computed: no gradient reaches the graph's weights from its outputs (they pass through "
-            "rounding, integer casts or an argmax), so fine-tuning cannot move them"
-        )
-    return ""
-
-
 def trainable_copy(data: bytes, conventions: ModelConventions, images: torch.Tensor) -> TrainableCopy:
     """Convert the graph to torch and check it computes what onnxruntime computes on task images.
 
@@ -477,7 +463,7 @@ def trainable_copy(data: bytes, conventions: ModelConventions, images: torch.Ten
         if gap <= tolerance:
             copy_conventions = ModelConventions(**{**asdict(conventions), "batch": batch})
             copy = ConventionAdapter(graph, copy_conventions)
-            why = _not_trainable(copy, images[:ODD_BATCH])
+            why = untrainable_reason(copy, images[:ODD_BATCH])
             return TrainableCopy(None if why else copy, why or "available")
         why = f"not computed: the torch copy differs from onnxruntime by {gap:.3g} (tolerance {tolerance:.3g})"
     return TrainableCopy(None, why)
