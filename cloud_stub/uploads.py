@@ -143,6 +143,8 @@ def _has_sparse_tensors(graph: onnx.GraphProto) -> bool:
 
 def _check_self_contained(model: onnx.ModelProto) -> None:
     """No tensor may name external data: the server would read a file of the uploader's choosing into the model."""
+    if model.training_info:  # graphs of their own, with tensors; no inference export writes them
+        raise ModelRejectedError("the model carries training information (training_info); export it for inference")
     if _has_sparse_tensors(model.graph):
         # Their values and indices are tensors too; no exporter writes them for a classifier.
         raise ModelRejectedError("the model holds sparse tensors; store its weights and constants as dense tensors")

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from cloud_stub.cli.root import app as cloud_app
 from cloud_stub.errors import ModelRejectedError, NonFiniteOutputsError
 from cloud_stub.uploads import check_onnx_model
+from cloud_stub.verification import detector
 from cloud_stub.verification.detector import DetectorConfig, fresh_copy, train_through_accuracy, verify_classifier
 from cloud_stub.verification.hostile import control_flow
 from cloud_stub.verification.operator_data import OperatorDataError, load_operator_task
@@ -180,16 +181,38 @@ def test_graphs_that_run_only_some_batch_sizes_are_found_at_upload_and_run_in_th
     torch.testing.assert_close(copy.module(many).detach(), runner(many), atol=1e-4, rtol=1e-4)
 
 
-def test_scores_that_depend_on_the_rest_of_the_batch_are_refused_at_upload() -> None:
+def _batch_dependent(kind: str) -> bytes:
+    """Pooled quadrant scores that depend on the batch: against its mean, or switched on its size."""
     pooled = [
         helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[8, 8], strides=[8, 8]),
         helper.make_node("Flatten", ["p"], ["f"]),
-        helper.make_node("ReduceMean", ["f", "batch_axis"], ["m"], keepdims=1),
-        helper.make_node("Sub", ["f", "m"], ["y"]),  # each image scored against the batch's mean
     ]
-    data = _graph(pooled, ["n", 1, 16, 16], 4, batch_axis=np.array([0], np.int64))
+    if kind == "batch size 1":  # doubles its scores when it is given one image, as a device does
+        switch = [
+            helper.make_node("Shape", ["x"], ["shape"]),
+            helper.make_node("Gather", ["shape", "zero"], ["n"]),
+            helper.make_node("Equal", ["n", "one"], ["alone"]),
+            helper.make_node("Cast", ["alone"], ["gain"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["f", "gain"], ["extra"]),
+            helper.make_node("Add", ["f", "extra"], ["y"]),
+        ]
+        constants = {"zero": np.array(0, np.int64), "one": np.array(1, np.int64)}
+        return _graph(pooled + switch, ["n", 1, 16, 16], 4, **constants)
+    centred = [
+        helper.make_node("ReduceMean", ["f", "batch_axis"], ["m"], keepdims=1),
+        helper.make_node("Sub", ["f", "m"], ["c"]),  # each image scored against the batch's mean
+        helper.make_node("Add", ["c", "losing"], ["y"]),
+    ]
+    # A huge losing score must not widen the tolerance of the others.
+    losing = np.array([0, 0, 0, -1e30 if kind == "a huge losing score" else 0], np.float32)
+    batch = 7 if kind == "fixed batch 7" else "n"
+    return _graph(pooled + centred, [batch, 1, 16, 16], 4, batch_axis=np.array([0], np.int64), losing=losing)
+
+
+@pytest.mark.parametrize("kind", ["batch mean", "a huge losing score", "fixed batch 7", "batch size 1"])
+def test_scores_that_depend_on_the_rest_of_the_batch_are_refused_at_upload(kind: str) -> None:
     with pytest.raises(ModelRejectedError, match="change with the other images in its batch"):
-        check_onnx_model(data, task=TASK)
+        check_onnx_model(_batch_dependent(kind), task=TASK)
 
 
 def test_a_copy_whose_outputs_no_gradient_reaches_has_no_fine_tune_signal_and_says_why() -> None:
@@ -240,6 +263,12 @@ def test_external_data_in_any_tensor_and_sparse_tensors_are_refused_at_upload(
     )
     with pytest.raises(ModelRejectedError, match="sparse tensors"):
         check_onnx_model(model.SerializeToString(), task=TASK)
+    model = onnx.load_from_string(_graph(pool, ["n", 1, 16, 16], 4))
+    initialization = helper.make_graph([], "init", [], [])
+    initialization.initializer.append(constant)
+    model.training_info.append(onnx.TrainingInfoProto(initialization=initialization))
+    with pytest.raises(ModelRejectedError, match="training information"):
+        check_onnx_model(model.SerializeToString(), task=TASK)
 
 
 def test_scores_that_are_not_finite_beyond_the_upload_check_refuse_the_verification() -> None:
@@ -286,6 +315,15 @@ def test_a_retrained_copy_whose_fresh_weights_leave_its_domain_falls_back_to_the
         and "re-initialised copy returns NaN" in report["unavailable"]["retrained_baseline"]
     )
     assert "reference model" in report["rule"] and np.isfinite(report["psnr_gap_db"])
+
+
+def test_a_probe_that_cannot_be_scored_refuses_the_verification_instead_of_reading_honest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NaN exceeds no margin: a gap that is not a number must never give the verdict honest."""
+    monkeypatch.setattr(detector, "probe_inputs", lambda train, heldout: (train * torch.nan, heldout * torch.nan))
+    with pytest.raises(NonFiniteOutputsError, match="could not be scored"):
+        verify_classifier(_templates(), task=TASK, config=replace(SMALL, probe_baseline="label"))
 
 
 def _blobs(n: int, seed: int) -> TaskData:
