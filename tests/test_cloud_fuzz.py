@@ -28,7 +28,7 @@ from cloud_stub import Store
 from cloud_stub.local import local_server
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-EXAMPLES_PER_OPERATION = 20  # per operation and mode: 15 operations, within the suite's 15-minute budget
+EXAMPLES_PER_OPERATION = 15  # per operation and mode: 15 operations, within the suite's 15-minute budget
 CHECKS = [
     not_a_server_error,
     response_schema_conformance,
