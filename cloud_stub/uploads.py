@@ -114,31 +114,34 @@ CONTROL_FLOW = frozenset({"Loop", "If", "Scan", "SequenceMap"})
 _SUBGRAPH = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
-def _graph_tensors(graph: onnx.GraphProto, where: str = "") -> Iterator[tuple[str, onnx.TensorProto]]:
-    """Every dense tensor a graph holds, sub-graphs included: initializers and node attributes."""
-    yield from ((f"{where}initializer", t) for t in graph.initializer)
+def _graphs(graph: onnx.GraphProto, where: str = "") -> Iterator[tuple[str, onnx.GraphProto]]:
+    """The graph and every sub-graph its nodes hold, each with where it sits (for error messages)."""
+    yield where, graph
     for node in graph.node:
-        at = f"{where}node {node.name or node.op_type!r} attribute"
+        at = f"{where}node {node.name or node.op_type!r} attribute sub-graph "
         for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.TENSOR:
-                yield at, attribute.t
-            elif attribute.type == onnx.AttributeProto.TENSORS:
-                yield from ((at, t) for t in attribute.tensors)
-            elif attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _graph_tensors(attribute.g, f"{at} sub-graph ")
-            elif attribute.type == onnx.AttributeProto.GRAPHS:
-                for sub in attribute.graphs:
-                    yield from _graph_tensors(sub, f"{at} sub-graph ")
+            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                yield from _graphs(sub, at)
+
+
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[tuple[str, onnx.TensorProto]]:
+    """Every dense tensor a graph holds, sub-graphs included: initializers and node attributes."""
+    for where, sub in _graphs(graph):
+        yield from ((f"{where}initializer", t) for t in sub.initializer)
+        for node in sub.node:
+            at = f"{where}node {node.name or node.op_type!r} attribute"
+            for attribute in node.attribute:
+                tensors = [attribute.t] if attribute.type == onnx.AttributeProto.TENSOR else attribute.tensors
+                yield from ((at, t) for t in tensors)
 
 
 def _has_sparse_tensors(graph: onnx.GraphProto) -> bool:
     """Whether a graph or a sub-graph holds a sparse initializer or a sparse tensor attribute."""
     sparse = (onnx.AttributeProto.SPARSE_TENSOR, onnx.AttributeProto.SPARSE_TENSORS)
-    if graph.sparse_initializer or any(a.type in sparse for n in graph.node for a in n.attribute):
-        return True
-    subgraphs = [a.g for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
-    subgraphs += [g for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
-    return any(_has_sparse_tensors(sub) for sub in subgraphs)
+    return any(
+        sub.sparse_initializer or any(a.type in sparse for n in sub.node for a in n.attribute)
+        for _, sub in _graphs(graph)
+    )
 
 
 def _check_self_contained(model: onnx.ModelProto) -> None:

@@ -326,7 +326,7 @@ def test_a_probe_that_cannot_be_scored_refuses_the_verification_instead_of_readi
         verify_classifier(_templates(), task=TASK, config=replace(SMALL, probe_baseline="label"))
 
 
-def _blobs(n: int, seed: int) -> TaskData:
+def _smooth_patterns(n: int, seed: int) -> TaskData:
     """Smooth 16x16 images (random 4x4 patterns upsampled) labelled by their brightest quadrant."""
     coarse = torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(seed))
     images = torch.nn.functional.interpolate(coarse, size=16, mode="bilinear", align_corners=False)
@@ -336,7 +336,7 @@ def _blobs(n: int, seed: int) -> TaskData:
 
 def test_scaling_the_scores_does_not_hide_what_they_carry_from_the_probe() -> None:
     """Its own attacker divides 1e20 back out; the probe must read the scaled scores as the plain ones."""
-    blobs = _blobs(600, 0)
+    blobs = _smooth_patterns(600, 0)
     task = ModelTask("blobs", (1, 16, 16), 4, "brightest quadrant of a smooth pattern", lambda: blobs)
 
     class Leaky(nn.Module):
